@@ -1,0 +1,1 @@
+"""pyctr-helper: the small root D-Bus service that does only the network steps needing root."""

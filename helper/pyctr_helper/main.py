@@ -1,0 +1,7 @@
+"""Entry point of pyctr-helper."""
+
+import sys
+
+
+def main() -> None:
+    sys.exit("pyctr-helper: not implemented yet")

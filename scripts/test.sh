@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh Debian 12 machine (root), then the suite.
+# Extra arguments go to pytest, e.g. `scripts/test.sh tests/run -k exit_code`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(dirname "$here")
+. "$here/lib.sh"
+[ "$(id -u)" = 0 ] || { log "test.sh must run as root"; exit 1; }
+
+install_args=()
+[ "${PYCTR_EDITABLE:-0}" = 1 ] && install_args+=(--editable)
+bash "$here/install-host.sh" "${install_args[@]}"
+"$PYCTR_PREFIX/bin/pip" install -q --disable-pip-version-check "pytest>=7.4,<10" >/dev/null
+
+# Test users: unprivileged, not in the pyctr group (tests grant polkit rights themselves),
+# with subordinate id ranges; pyctr-test-a has a known password for the prompt test.
+for u in pyctr-test-a pyctr-test-b; do
+    id "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$u"
+    for f in /etc/subuid /etc/subgid; do
+        grep -q "^$u:" "$f" 2>/dev/null || {
+            last=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f" 2>/dev/null || echo 100000)
+            echo "$u:$last:65536" >> "$f"
+        }
+    done
+done
+echo 'pyctr-test-a:pyctr-test-a-pw' | chpasswd
+
+export PYCTR_TEST_ROOT=/var/lib/pyctr-test
+install -d -m 0755 "$PYCTR_TEST_ROOT"
+[ -x "$PYCTR_TEST_ROOT/rootfs/bin/busybox" ] || bash "$here/mkrootfs.sh" "$PYCTR_TEST_ROOT/rootfs"
+
+cd "$src"
+set +e
+"$PYCTR_PREFIX/bin/python" -m pytest "$@"
+rc=$?
+set -e
+# pytest's 5 means it collected nothing: that is a failure of the suite, not a pass.
+exit $rc

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Remove everything install-host.sh put on this machine, and any state the helper kept.
+# System packages stay: other software may use them.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+[ "$(id -u)" = 0 ] || { log "uninstall-host.sh must run as root"; exit 1; }
+
+# Stop the helper first: on SIGTERM it removes its veths, rules and reservations.
+if pkill -TERM -f "$PYCTR_PREFIX/bin/pyctr-helper" 2>/dev/null; then
+    wait_for 10 bash -c "! pgrep -f '$PYCTR_PREFIX/bin/pyctr-helper' >/dev/null" || pkill -KILL -f "$PYCTR_PREFIX/bin/pyctr-helper" || true
+fi
+if have_systemd; then systemctl disable --now pyctr-helper.service 2>/dev/null || true; fi
+rm -f $PYCTR_BIN_LINKS "$PYCTR_BUS_POLICY" "$PYCTR_BUS_ACTIVATION" "$PYCTR_SYSTEMD_UNIT" \
+      "$PYCTR_POLKIT_ACTIONS" "$PYCTR_POLKIT_GROUP_RULE"
+rm -rf "$PYCTR_PREFIX" "$PYCTR_CONFIG_DIR" "$PYCTR_STATE_DIR" "$PYCTR_LOG_DIR"
+getent group "$PYCTR_GROUP" >/dev/null && groupdel "$PYCTR_GROUP" || true
+if system_bus_alive; then
+    dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig || true
+fi
+if have_systemd; then systemctl daemon-reload; fi
+log "uninstalled"
