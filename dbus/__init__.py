@@ -7,6 +7,7 @@ file is the published form, and a unit test keeps the two in step.
 BUS_NAME = "org.pyctr.Helper1"
 OBJECT_PATH = "/org/pyctr/Helper1"
 NETWORK_INTERFACE = "org.pyctr.Helper1.Network"
+RESOURCES_INTERFACE = "org.pyctr.Helper1.Resources"
 VERSION = "0.1.0"
 
 # Error names: the helper raises them, the frontend maps them to messages and exit codes.
@@ -26,6 +27,7 @@ ACTION_ATTACH = "org.pyctr.network.attach"
 ACTION_PUBLISH_PORT = "org.pyctr.network.publish-port"
 ACTION_PUBLISH_PRIVILEGED_PORT = "org.pyctr.network.publish-privileged-port"
 ACTION_MANAGE_ALL = "org.pyctr.network.manage-all"
+ACTION_LIMIT_RESOURCES = "org.pyctr.resources.limit"
 
 DEFAULT_NETWORK = "pyctr"
 DEFAULT_IFNAME = "eth0"
@@ -52,6 +54,14 @@ LEASE_FIELDS = {
     "dns": "as",
     "ports": "a" + PORT_SIGNATURE,
     "host_ifname": "s",
+}
+
+# Limit options and their D-Bus signatures; anything else is InvalidArgument.
+LIMIT_OPTIONS = {
+    "memory": "x",
+    "memory_swap": "x",
+    "cpus": "d",
+    "pids": "x",
 }
 
 INTERFACE_XML = "org.pyctr.Helper1.xml"

@@ -25,6 +25,14 @@ def test_network_interface_and_methods_match_xml():
     assert sigs["List"] == [("out", "aa{sv}")]
 
 
+def test_resources_interface_matches_xml():
+    _, ifaces = _interfaces()
+    res = ifaces[pyctr_bus.RESOURCES_INTERFACE]
+    sigs = {m.get("name"): [(a.get("direction"), a.get("type")) for a in m.findall("arg")]
+            for m in res.findall("method")}
+    assert sigs == {"Limit": [("in", "h"), ("in", "a{sv}"), ("out", "a{sv}")]}
+
+
 def test_only_read_only_properties():
     _, ifaces = _interfaces()
     for iface in ifaces.values():
@@ -38,6 +46,7 @@ def test_bus_policy_names_the_same_bus_name_and_interface():
     conf = (Path(pyctr_bus.__file__).with_name("org.pyctr.Helper1.conf")).read_text()
     assert f'own="{pyctr_bus.BUS_NAME}"' in conf
     assert f'send_interface="{pyctr_bus.NETWORK_INTERFACE}"' in conf
+    assert f'send_interface="{pyctr_bus.RESOURCES_INTERFACE}"' in conf
 
 
 def test_polkit_actions_exist_in_policy_file():
@@ -46,4 +55,5 @@ def test_polkit_actions_exist_in_policy_file():
     policy = Path(__file__).resolve().parents[2] / "polkit" / "org.pyctr.policy"
     ids = {a.get("id") for a in ET.parse(policy).getroot().findall("action")}
     assert {pyctr_bus.ACTION_ATTACH, pyctr_bus.ACTION_PUBLISH_PORT,
-            pyctr_bus.ACTION_PUBLISH_PRIVILEGED_PORT, pyctr_bus.ACTION_MANAGE_ALL} <= ids
+            pyctr_bus.ACTION_PUBLISH_PRIVILEGED_PORT, pyctr_bus.ACTION_MANAGE_ALL,
+            pyctr_bus.ACTION_LIMIT_RESOURCES} <= ids
