@@ -6,6 +6,7 @@ pyctr as the unprivileged users pyctr-test-a and pyctr-test-b. Nothing is mocked
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import signal
@@ -179,11 +180,18 @@ class PolkitRules:
         TEST_RULES.unlink(missing_ok=True)
 
 
+# The helper, its bus name and the polkit rules file are one per machine: test sessions
+# (and bench/run.sh) that use them take this lock, so two runs never fight over them.
+WORLD_LOCK = Path("/run/pyctr-tests.lock")
+
+
 @pytest.fixture(scope="session")
 def polkit_session(system_bus, user_a) -> Iterator[PolkitRules]:
-    rules = PolkitRules(user_a)
-    yield rules
-    rules.remove()
+    with open(WORLD_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rules = PolkitRules(user_a)
+        yield rules
+        rules.remove()
 
 
 @pytest.fixture
