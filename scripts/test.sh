@@ -11,6 +11,14 @@ install_args=()
 [ "${PYCTR_EDITABLE:-0}" = 1 ] && install_args+=(--editable)
 bash "$here/install-host.sh" "${install_args[@]}"
 "$PYCTR_PREFIX/bin/pip" install -q --disable-pip-version-check "pytest>=7.4,<10" >/dev/null
+# Tools only the tests use: a pty driver for the password-prompt test.
+test_packages="tmux expect"
+for p in $test_packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $test_packages >/dev/null
+        break
+    }
+done
 
 # Test users: unprivileged, not in the pyctr group (tests grant polkit rights themselves),
 # with subordinate id ranges; pyctr-test-a has a known password for the prompt test.
