@@ -15,6 +15,7 @@ bash "$here/install-host.sh" "${install_args[@]}"
 test_packages="tmux expect"
 for p in $test_packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
+        apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $test_packages >/dev/null
         break
     }
