@@ -1,0 +1,247 @@
+"""Resources.Limit: put a caller's container into a root-owned cgroup with the limits it asked for.
+
+The facade has authorized the caller (org.pyctr.resources.limit) before `limit` runs; here the
+method reads as the contract's remaining steps:
+    validate  the a{sv}, the admin's maximums, what this host can enforce, the pidfd's process;
+    act       create the cgroup(s) with the limits written, move the process in (undone on failure);
+    record    an audit line, and a watch that removes the cgroup once the process is gone.
+
+Lifetime. The cgroup outlives the container's last process briefly, on purpose: the frontend
+reads the OOM-kill counter after the container exits, to tell the user it ran out of memory.
+So removal waits until the process has exited and either the caller's bus connection is gone
+(pyctr itself exited) or REMOVE_GRACE seconds have passed, whichever comes first; then rmdir is
+retried until the exiting tasks have left. At start, `reconcile` removes what an earlier helper
+left behind and watches what still holds processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyctr_bus
+from dbus_next import Variant
+
+from . import requests
+from .audit import SYSTEM, Audit, Caller
+from .cgroup_limits import LimitError, LimitRequest, check_maximums, parse_limits
+from .cgroup_target import Target, TargetRefused, resolve, still_same
+from .cgroup_tree import SUBTREE, CgroupBackend, detect, new_name, owner_of, procs
+from .errors import Failed, HelperError, InvalidArgument, QuotaExceeded
+from .lifetime import ExitWatcher, Watch
+
+log = logging.getLogger(__name__)
+
+ACTION = "resources.limit"
+REMOVE_GRACE = 10.0     # seconds the owner has to read the OOM counter after the exit
+RMDIR_RETRY = 0.05      # seconds between rmdir attempts while the last tasks leave
+RMDIR_GIVE_UP = 20.0    # then the cgroup is left for the next reconcile, and the log says so
+MAX_PER_USER = 64       # live limited containers per user: bounds the helper's own state
+
+# Called with (bus_name, callback); runs callback once the name has left the bus. Returns an
+# object with cancel(), or None when it cannot watch (then only REMOVE_GRACE applies).
+OwnerWatch = Callable[[str, Callable[[], None]], Any]
+
+
+@dataclass
+class Placement:
+    name: str
+    caller: Caller
+    dirs: list[Path]
+    watch: Watch | None = None
+    owner_watch: Any = None
+    timer: asyncio.TimerHandle | None = None
+    exited: bool = False
+    owner_gone: bool = False
+    removing: bool = False
+    pidfds: list[int] = field(default_factory=list)
+
+
+def _refusal(e: LimitError) -> HelperError:
+    if e.kind == "invalid":
+        return InvalidArgument(str(e))
+    if e.kind == "quota":
+        return QuotaExceeded(str(e))
+    return Failed(str(e))  # unsupported here, or a kernel refusal: the message says which
+
+
+class CgroupService:
+    def __init__(self, config: Any, audit: Audit, watcher: ExitWatcher,
+                 backend: CgroupBackend | None = None, owner_watch: OwnerWatch | None = None) -> None:
+        self.config = config
+        self.audit = audit
+        self.watcher = watcher
+        self._backend = backend
+        self.owner_watch = owner_watch
+        self.placements: dict[str, Placement] = {}
+
+    @property
+    def backend(self) -> CgroupBackend:
+        if self._backend is None:
+            self._backend = detect()
+        return self._backend
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.watcher.loop
+
+    # --- Resources.Limit ------------------------------------------------------------------
+
+    def limit(self, caller: Caller, pidfd: int, raw_limits: object) -> dict[str, Variant]:
+        """Validate, act, record. `pidfd` stays the caller's (the facade closes it)."""
+        try:
+            request, target = self._validate(caller, pidfd, raw_limits)
+            placement = self._act(caller, pidfd, request, target)
+        except LimitError as e:
+            error = _refusal(e)
+            self.audit.record(caller, ACTION, "refused" if e.kind != "failed" else "failed",
+                              reason=str(e))
+            raise error from None
+        except HelperError as e:
+            self.audit.record(caller, ACTION, "refused", reason=e.message)
+            raise
+        self.audit.record(caller, ACTION, "ok", cgroup=f"{SUBTREE}/{placement.name}", pid=target.pid,
+                          limits=request.describe())
+        return {"cgroup": Variant("s", f"{SUBTREE}/{placement.name}"),
+                "controllers": Variant("as", self.backend.controllers(placement.dirs))}
+
+    def _validate(self, caller: Caller, pidfd: int, raw_limits: object) -> tuple[LimitRequest, Target]:
+        values = requests.options(raw_limits, pyctr_bus.LIMIT_OPTIONS, "limit")
+        request = parse_limits(values)
+        check_maximums(request, self.config.limits_for(caller.uid))
+        mine = sum(1 for p in self.placements.values() if p.caller.uid == caller.uid)
+        if mine >= MAX_PER_USER:
+            raise QuotaExceeded(f"at most {MAX_PER_USER} limited containers per user at once")
+        self.backend.check(request)
+        target = resolve(pidfd, caller.uid)
+        return request, target
+
+    def _act(self, caller: Caller, pidfd: int, request: LimitRequest, target: Target) -> Placement:
+        backend = self.backend
+        name = new_name(caller.uid)
+        dirs = backend.create(name, request)  # on failure, create() leaves nothing behind
+        try:
+            backend.move(dirs, target.pid)
+            # If the process died while we moved it, its pid may now be another process's:
+            # put whatever we moved back where the target was, and refuse.
+            if not still_same(pidfd, target):
+                raise TargetRefused()
+            placement = Placement(name, caller, dirs)
+            placement.watch = self.watcher.watch(pidfd, lambda: self._exited(name))
+        except BaseException:
+            for pid in set().union(*(procs(d) for d in dirs)):
+                backend.restore(pid, target.cgroups)
+            backend.remove(dirs)
+            raise
+        self.placements[name] = placement
+        if self.owner_watch is not None:
+            try:
+                placement.owner_watch = self.owner_watch(caller.bus_name, lambda: self._owner_left(name))
+            except Exception:
+                log.exception("cannot watch %s's bus connection; removal waits %gs after exit",
+                              caller.bus_name, REMOVE_GRACE)
+        return placement
+
+    # --- lifetime -------------------------------------------------------------------------
+
+    def _exited(self, name: str) -> None:
+        placement = self.placements.get(name)
+        if placement is None:
+            return
+        placement.exited = True
+        if placement.owner_gone:
+            self._remove(name)
+        else:
+            placement.timer = self.loop.call_later(REMOVE_GRACE, self._remove, name)
+
+    def _owner_left(self, name: str) -> None:
+        placement = self.placements.get(name)
+        if placement is None:
+            return
+        placement.owner_gone = True
+        if placement.exited:
+            self._remove(name)
+
+    def _remove(self, name: str, deadline: float | None = None) -> None:
+        placement = self.placements.get(name)
+        if placement is None:
+            return
+        if deadline is None:
+            if placement.removing:
+                return
+            placement.removing = True
+            deadline = self.loop.time() + RMDIR_GIVE_UP
+            for handle in (placement.timer, placement.owner_watch):
+                if handle is not None:
+                    handle.cancel()
+        if self.backend.remove(placement.dirs, attempts=1):
+            del self.placements[name]
+            self.audit.record(placement.caller, "resources.release", "ok",
+                              cgroup=f"{SUBTREE}/{name}")
+        elif self.loop.time() < deadline:
+            self.loop.call_later(RMDIR_RETRY, self._remove, name, deadline)
+        else:
+            del self.placements[name]
+            self.audit.record(placement.caller, "resources.release", "failed",
+                              cgroup=f"{SUBTREE}/{name}", reason="tasks still inside; left "
+                              "for the next reconcile")
+
+    # --- start and stop -------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """At start: remove empty pyctr cgroups left by an earlier helper; watch populated ones."""
+        try:
+            found = self.backend.existing()
+        except LimitError as e:
+            log.info("no cgroups to reconcile: %s", e)
+            return
+        for name, dirs in found.items():
+            if name in self.placements:
+                continue
+            uid = owner_of(name)
+            caller = Caller(bus_name="(reconcile)", uid=uid if uid is not None else -1, pid=0)
+            pids = set().union(*(procs(d) for d in dirs))
+            placement = Placement(name, caller, dirs, exited=True, owner_gone=True)
+            self.placements[name] = placement
+            if not pids:
+                self._remove(name)
+                continue
+            # Still in use by a container that outlived the old helper: watch every process
+            # in it and remove the cgroup after the last one.
+            for pid in pids:
+                try:
+                    fd = os.pidfd_open(pid)
+                except OSError:
+                    continue
+                placement.pidfds.append(fd)
+                self.loop.add_reader(fd, self._reconciled_exit, name, fd)
+            if not placement.pidfds:
+                self._remove(name)
+            else:
+                self.audit.record(SYSTEM, "resources.reconcile", "ok", cgroup=f"{SUBTREE}/{name}",
+                                  kept="live processes")
+
+    def _reconciled_exit(self, name: str, fd: int) -> None:
+        self.loop.remove_reader(fd)
+        os.close(fd)
+        placement = self.placements.get(name)
+        if placement is None:
+            return
+        placement.pidfds.remove(fd)
+        if not placement.pidfds:
+            self._remove(name)
+
+    def close(self) -> None:
+        """Helper shutdown: stop watching; live cgroups stay, the next start reconciles them."""
+        for placement in self.placements.values():
+            for handle in (placement.watch, placement.timer, placement.owner_watch):
+                if handle is not None:
+                    handle.cancel()
+            for fd in placement.pidfds:
+                self.loop.remove_reader(fd)
+                os.close(fd)
+        self.placements.clear()

@@ -1,0 +1,112 @@
+"""cgroup v1: one directory per controller hierarchy (memory, cpu, cpuacct, pids).
+
+Only the hierarchies a request needs are touched: --cpus alone makes no memory cgroup.
+cpuacct comes with cpu (co-mounted or not) so the container's CPU use can be read back.
+The OOM killer of a limited memory cgroup picks its victims inside that cgroup only
+(memory.oom_control's oom_kill_disable stays 0), so an OOM never spills onto the host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cgroup_limits import CPU_PERIOD_US, LimitRequest, LimitUnsupported
+from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, CgroupFailure, ensure_dir, existing_in, keyed,
+                          make_dir, remove_all, restore, write)
+
+MEMSW = "memory.memsw.limit_in_bytes"
+
+
+class CgroupV1:
+    version = 1
+
+    def __init__(self, mounts: dict[str, Path]) -> None:
+        self.mounts = dict(mounts)  # controller → hierarchy root
+
+    def _hierarchies(self, limits: LimitRequest) -> list[Path]:
+        wanted = []
+        if limits.wants_memory:
+            wanted.append("memory")
+        if limits.wants_cpu:
+            wanted += ["cpu", "cpuacct"]
+        if limits.wants_pids:
+            wanted.append("pids")
+        roots: list[Path] = []
+        for controller in wanted:
+            root = self.mounts.get(controller)
+            if root is None:
+                if controller == "cpuacct":
+                    continue  # accounting is a nicety; the quota is what was asked for
+                raise LimitUnsupported(f"the {controller} cgroup controller is not mounted on this host")
+            if root not in roots:  # co-mounted controllers (cpu,cpuacct) share one directory
+                roots.append(root)
+        return roots
+
+    def check(self, limits: LimitRequest) -> None:
+        self._hierarchies(limits)
+        if limits.wants_swap and not (self.mounts["memory"] / MEMSW).exists():
+            raise LimitUnsupported("this host does not account swap (no memory.memsw): "
+                                   "--memory-swap cannot be enforced")
+
+    def create(self, name: str, limits: LimitRequest) -> list[Path]:
+        self.check(limits)
+        made: list[Path] = []
+        try:
+            for root in self._hierarchies(limits):
+                ensure_dir(root / SUBTREE)
+                path = root / SUBTREE / name
+                make_dir(path)
+                made.append(path)
+                self._write_limits(root, path, limits)
+        except BaseException:
+            remove_all(made)
+            raise
+        return made
+
+    def _write_limits(self, root: Path, path: Path, limits: LimitRequest) -> None:
+        if root == self.mounts.get("memory") and limits.wants_memory:
+            write(path / "memory.limit_in_bytes", str(limits.memory or -1))
+            if limits.wants_swap:  # memsw must stay >= limit_in_bytes: written second
+                write(path / MEMSW, str(limits.memory_swap or -1))
+        if root == self.mounts.get("cpu") and limits.wants_cpu:
+            write(path / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            write(path / "cpu.cfs_quota_us", str(limits.cpu_quota_us))
+        if root == self.mounts.get("pids") and limits.wants_pids:
+            write(path / "pids.max", "max" if limits.pids is None else str(limits.pids))
+
+    def move(self, dirs: list[Path], pid: int) -> None:
+        for path in dirs:
+            write(path / "cgroup.procs", str(pid))
+
+    def oom_kills(self, dirs: list[Path]) -> int:
+        memory = self.mounts.get("memory")
+        for path in dirs:
+            if memory is not None and path.parent.parent == memory:
+                return keyed(path / "memory.oom_control").get("oom_kill", 0)
+        return 0
+
+    def memory_dir(self, dirs: list[Path]) -> Path | None:
+        memory = self.mounts.get("memory")
+        return next((p for p in dirs if memory is not None and p.parent.parent == memory), None)
+
+    def restore(self, pid: int, proc_cgroup: tuple[str, ...]) -> None:
+        roots = {}
+        for line in proc_cgroup:
+            controllers = line.split(":", 2)[1]
+            first = controllers.split(",")[0]
+            if first in self.mounts:
+                roots[controllers] = self.mounts[first]
+        restore(pid, proc_cgroup, roots)
+
+    def controllers(self, dirs: list[Path]) -> list[str]:
+        roots = {d.parent.parent for d in dirs}
+        return [c for c, root in self.mounts.items() if root in roots]
+
+    def remove(self, dirs: list[Path], attempts: int = RMDIR_ATTEMPTS) -> bool:
+        return remove_all(dirs, attempts)
+
+    def existing(self) -> dict[str, list[Path]]:
+        return existing_in(dict.fromkeys(self.mounts.values()))
+
+
+__all__ = ["CgroupV1", "CgroupFailure"]
