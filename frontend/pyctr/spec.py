@@ -61,6 +61,7 @@ class Mount:
     destination: str
     source: Path | None = None
     read_only: bool = False
+    options: tuple[str, ...] = ()  # tmpfs data options (size=, mode=), already validated
 
     def __post_init__(self) -> None:
         if not self.destination.startswith("/"):
@@ -116,7 +117,8 @@ class ContainerSpec:
     init: bool = False
     tty: bool = False
     interactive: bool = False
-    capabilities: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset()     # "CAP_CHOWN"...: the bounding set
+    added_capabilities: frozenset[str] = frozenset()  # from --cap-add: what a non-root --user keeps
     no_new_privileges: bool = True
     network: NetworkConfig = NetworkConfig()
     resources: Resources = Resources()

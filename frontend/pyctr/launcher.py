@@ -1,0 +1,274 @@
+"""`pyctr run`: start a container from a ContainerSpec, wait for it, clean up on every path.
+
+Process model (P = this process, the user in the host user namespace):
+
+    P ──fork──> C: unshare(USER) ─ "userns" ─> P writes uid_map/gid_map from outside
+                                             (newuidmap/newgidmap, or a one-id map)
+                C <─ "maps" ─ P
+                C: unshare(NS|UTS|IPC|PID|NET) ──fork──> G (pid 1 of the new pid ns)
+                C: "pid G" ─> P, exits; P is a child subreaper, so G becomes P's child
+    P: opens /proc/G/ns/net and a pidfd of G, runs the network and cgroup hooks
+       (host side, so D-Bus and polkit see the real user) while G builds the rootfs
+    G: overlay, /proc, /dev, /sys, volumes, pivot_root, masked paths ─ "ready" ─> P
+    P: "go [ifname cidr gateway]" ─> G
+    G: network config, caps, no_new_privs, pdeathsig, close fds, exec CMD
+       (the close-on-exec sync socket reaching EOF tells P the exec happened; an exec
+       error arrives as a line instead: 127 not found, 126 not executable)
+    P: forwards SIGINT/SIGTERM/SIGHUP (and relays the pty with -t), waits for G,
+       exits with CMD's status (128+N for signal N), releases hooks, removes state.
+
+Why this shape: the maps must be written by a process outside the new user namespace
+(newuidmap checks the caller's own ranges), and everything that talks to the helper must
+stay in the host user namespace, so P stays outside. P waiting on G directly (subreaper)
+gives it G's real exit status with no relay process in between, and one process fewer
+than a double-fork-and-relay design. G does its setup while P runs the hooks, so a slow
+helper call and the mounts overlap.
+
+If P is killed with SIGKILL, G (and with it the whole pid namespace) gets SIGKILL from
+its parent-death signal; the state directory is then collected by the next `pyctr run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+
+from . import cgroups, container, idmap, network, state
+from . import syscalls as sc
+from .errors import CommandNotExecutable, CommandNotFound, PyctrError
+from .spec import ContainerSpec
+
+
+class Interrupted(PyctrError):
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum} while starting the container")
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class _Signals:
+    """Before the exec, a forwarded signal aborts the start; afterwards it goes to G."""
+
+    def __init__(self) -> None:
+        self.target = 0
+        self.started = False
+        self.pending: list[int] = []
+
+    def handler(self, signum: int, _frame) -> None:
+        if self.started and self.target:
+            try:
+                os.kill(self.target, signum)
+            except ProcessLookupError:
+                pass
+        elif signum != signal.SIGWINCH:
+            raise Interrupted(signum)
+
+    def install(self) -> None:
+        for sig in container.FORWARDED_SIGNALS:
+            signal.signal(sig, self.handler)
+
+    def quiet(self) -> None:
+        """During cleanup nothing may interrupt us; a second Ctrl-C still ends the wait."""
+        for sig in container.FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _hosts_text(spec: ContainerSpec, address: str = "") -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    if address:
+        lines.append(f"{address}\t{spec.hostname} {spec.container_id[:12]}")
+    elif spec.network.mode == "host":
+        try:
+            with open("/etc/hosts") as f:
+                return f.read() + f"127.0.1.1\t{spec.hostname}\n"
+        except OSError:
+            pass
+    else:
+        lines.append(f"127.0.1.1\t{spec.hostname}")
+    return "\n".join(lines) + "\n"
+
+
+def _host_resolv_conf() -> str:
+    try:
+        with open("/etc/resolv.conf") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _write_etc_files(st: state.ContainerState, spec: ContainerSpec) -> None:
+    st.write("hostname", spec.hostname + "\n")
+    st.write("hosts", _hosts_text(spec))
+    st.write("resolv.conf", _host_resolv_conf())
+
+
+def _raise_for(msg: bytes) -> None:
+    """Turn an error line from the container side into the matching exception."""
+    text = msg.decode(errors="replace")
+    kind, _, detail = text.partition(" ")
+    if kind == "exec":
+        err, _, what = detail.partition(" ")
+        cls = CommandNotFound if err in ("2", "20") else CommandNotExecutable
+        raise cls(what)
+    if kind == "error":
+        raise PyctrError(detail)
+    if not msg:
+        raise PyctrError("the container's first process died while starting")
+    raise PyctrError(f"unexpected message from the container: {text[:80]!r}")
+
+
+def _recv(sock: socket.socket, expect: str) -> tuple[list[str], list[int]]:
+    """One message from the container side, which must be `expect`."""
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
+    words = msg.decode(errors="replace").split()
+    if words and words[0] == expect:
+        return words, fds
+    for fd in fds:
+        os.close(fd)
+    _raise_for(msg)
+    raise AssertionError("unreachable")
+
+
+class Launch:
+    """One container run: everything created is recorded here and undone in cleanup()."""
+
+    def __init__(self, spec: ContainerSpec) -> None:
+        self.spec = spec
+        self.state: state.ContainerState | None = None
+        self.sock: socket.socket | None = None
+        self.pid = 0          # G, host pid
+        self.pidfd = -1
+        self.setup: network.NetworkSetup | None = None
+        self.placement: cgroups.CgroupPlacement | None = None
+        self.exec_done = False
+        self.tty_master = -1
+        self.reaped = False
+
+    def start(self, signals: _Signals) -> None:
+        spec = self.spec
+        if idmap.is_single(spec.uid_map):
+            print(f"pyctr: no subordinate ids for this user in {idmap.SUBUID}: only uid "
+                  f"{spec.uid_map[0].inside} exists in the container", file=sys.stderr)
+        state.collect_garbage(spec.uid_map, spec.gid_map)
+        self.state = st = state.create(spec.container_id)
+        _write_etc_files(st, spec)
+        paths = container.Paths(st.path, st.upper, st.work, st.merged)
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = parent_sock
+        c_pid = os.fork()
+        if c_pid == 0:
+            parent_sock.close()
+            container.userns_child(spec, paths, child_sock)
+        child_sock.close()
+        try:
+            _recv(parent_sock, "userns")
+            idmap.write(c_pid, spec.uid_map, spec.gid_map)
+            parent_sock.send(b"maps")
+            words, _ = _recv(parent_sock, "pid")
+            self.pid = int(words[1])
+        except BaseException:
+            parent_sock.close()  # C (and a G whose pid we never learnt) see EOF and exit
+            self.sock = None
+            raise
+        finally:
+            os.waitpid(c_pid, 0)  # C exits right after sending G's pid, or on error
+        signals.target = self.pid
+        self.pidfd = os.pidfd_open(self.pid)
+        go = "go"
+        if spec.network.mode == "bridge":
+            netns = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self.setup = network.attach(spec, netns, self.pidfd)
+            finally:
+                os.close(netns)
+            st.write("hosts", _hosts_text(spec, self.setup.address.partition("/")[0]))
+            st.write("resolv.conf", "".join(f"nameserver {ns}\n" for ns in self.setup.dns))
+            go = f"go {self.setup.ifname} {self.setup.address} {self.setup.gateway}"
+        if spec.resources.any:
+            self.placement = cgroups.apply(spec.resources, self.pid, self.pidfd)
+        _, fds = _recv(parent_sock, "ready")
+        if fds:
+            self.tty_master = fds[0]
+        parent_sock.send(go.encode())
+        signals.started = True
+        # EOF: the exec happened (the socket is close-on-exec); a line: it failed.
+        msg = parent_sock.recv(4096)
+        if msg:
+            _raise_for(msg)
+        self.exec_done = True
+        parent_sock.close()
+        self.sock = None
+
+    def wait(self) -> int:
+        if self.tty_master >= 0:
+            from . import terminal  # only with -t
+            status = terminal.relay(self.tty_master, self.pid, self.spec.interactive)
+        else:
+            while True:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+        self.reaped = True
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+
+    def cleanup(self, exit_code: int | None) -> None:
+        """Undo everything, in reverse order; runs on every path."""
+        errors: list[str] = []
+        if self.sock is not None:
+            self.sock.close()
+        if self.tty_master >= 0:
+            os.close(self.tty_master)
+        if self.pid and not self.reaped:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+        if self.placement is not None:
+            try:
+                cgroups.release(self.placement)
+            except PyctrError as e:
+                errors.append(str(e))
+        if self.setup is not None:
+            try:
+                network.detach(self.setup)
+            except PyctrError as e:
+                errors.append(str(e))
+        st = self.state
+        if st is not None:
+            if self.spec.remove or not self.exec_done or exit_code is None:
+                try:
+                    state.remove_tree(st.path, self.spec.uid_map, self.spec.gid_map)
+                except PyctrError as e:
+                    errors.append(str(e))
+            else:
+                st.mark_exited(exit_code)
+            os.close(st.lock_fd)
+        for e in errors:
+            print(f"pyctr: cleanup: {e}", file=sys.stderr)
+
+
+def run(spec: ContainerSpec) -> int:
+    """Run the container; return pyctr's exit code (CMD's, or 128+N for a signal)."""
+    signals = _Signals()
+    signals.install()
+    launch = Launch(spec)
+    code: int | None = None
+    try:
+        launch.start(signals)
+        code = launch.wait()
+        return code
+    finally:
+        signals.quiet()
+        launch.cleanup(code)

@@ -1,0 +1,178 @@
+"""A container's state directory on the host, and removing it on every path.
+
+Layout, under $XDG_DATA_HOME/pyctr (default ~/.local/share/pyctr), all owned by the user:
+
+    containers/<id>/lock          flock()ed by the pyctr process for the container's lifetime
+    containers/<id>/upper, work   the overlay's upper and work directories (ROOTFS is the lower)
+    containers/<id>/merged        the overlay's mount point (mounted only in the container's
+                                  own mount namespace: nothing ever appears in the host's)
+    containers/<id>/hostname, hosts, resolv.conf   bind-mounted onto the container's /etc
+    containers/<id>/exited        written when the container exited and its state is kept
+
+A directory without `exited` whose lock nobody holds belongs to a pyctr process that died
+(SIGKILL, a crash): the next `pyctr run` removes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass
+
+from . import syscalls
+from .errors import PyctrError
+from .spec import IdMapping
+
+
+def data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "pyctr")
+
+
+def containers_dir() -> str:
+    return os.path.join(data_dir(), "containers")
+
+
+@dataclass
+class ContainerState:
+    path: str
+    lock_fd: int
+
+    @property
+    def upper(self) -> str:
+        return os.path.join(self.path, "upper")
+
+    @property
+    def work(self) -> str:
+        return os.path.join(self.path, "work")
+
+    @property
+    def merged(self) -> str:
+        return os.path.join(self.path, "merged")
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def write(self, name: str, text: str) -> None:
+        """Write a generated file in place (its inode may already be bind-mounted)."""
+        fd = os.open(self.file(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def mark_exited(self, code: int) -> None:
+        self.write("exited", f"{code}\n")
+
+
+def create(container_id: str) -> ContainerState:
+    base = containers_dir()
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        path = os.path.join(base, container_id)
+        os.mkdir(path, 0o700)
+    except OSError as e:
+        raise PyctrError(f"cannot create the container's state under {base}: {e.strerror}") from None
+    try:
+        lock_fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for name in ("upper", "work", "merged"):
+            os.mkdir(os.path.join(path, name), 0o755)
+    except OSError as e:
+        shutil.rmtree(path, ignore_errors=True)
+        raise PyctrError(f"cannot create the container's state in {path}: {e.strerror}") from None
+    return ContainerState(path, lock_fd)
+
+
+def collect_garbage(uid_map: tuple[IdMapping, ...], gid_map: tuple[IdMapping, ...]) -> None:
+    """Remove the state of containers whose pyctr process died without cleaning up."""
+    base = containers_dir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(base, name)
+        if os.path.exists(os.path.join(path, "exited")):
+            continue
+        try:
+            fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = -1  # died between mkdir and lock: nothing ran
+        except OSError:
+            continue
+        try:
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live pyctr holds it
+        try:
+            remove_tree(path, uid_map, gid_map)
+        except PyctrError:
+            pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+def _open_overlay_workdir(path: str) -> None:
+    """overlayfs leaves work/work with mode 000; its owner may open it up to delete it."""
+    try:
+        os.chmod(os.path.join(path, "work", "work"), 0o700, follow_symlinks=False)
+    except OSError:
+        pass
+
+
+def remove_tree(path: str, uid_map: tuple[IdMapping, ...], gid_map: tuple[IdMapping, ...]) -> None:
+    """Remove a state directory. Files a non-root container user created belong to
+    subordinate ids the user cannot delete directly: then remove them as root of a fresh
+    user namespace with the container's maps (root there owns exactly those ids)."""
+    try:
+        _open_overlay_workdir(path)
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    _remove_in_userns(path, uid_map, gid_map)
+
+
+def _remove_in_userns(path: str, uid_map: tuple[IdMapping, ...],
+                      gid_map: tuple[IdMapping, ...]) -> None:
+    from . import idmap  # only on this rare path
+
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+            os.write(to_parent_w, b"u")
+            if os.read(to_child_r, 1) == b"m":  # the parent has written the maps
+                _open_overlay_workdir(path)
+                shutil.rmtree(path)
+                code = 0
+        except BaseException:
+            pass
+        os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    try:
+        if os.read(to_parent_r, 1) == b"u":
+            idmap.write(pid, uid_map, gid_map)
+            os.write(to_child_w, b"m")
+    except (OSError, PyctrError):
+        pass
+    finally:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        _, status = os.waitpid(pid, 0)
+    if os.path.lexists(path):
+        raise PyctrError(f"could not remove {path} (status {status})")
