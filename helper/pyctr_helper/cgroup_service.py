@@ -8,9 +8,9 @@ method reads as the contract's remaining steps:
 
 Lifetime. The cgroup outlives the container's last process briefly, on purpose: the frontend
 reads the OOM-kill counter after the container exits, to tell the user it ran out of memory.
-So removal waits until the process has exited and either the caller's bus connection is gone
-(pyctr itself exited) or REMOVE_GRACE seconds have passed, whichever comes first; then rmdir is
-retried until the exiting tasks have left. At start, `reconcile` removes what an earlier helper
+So removal waits until the container has exited and either the calling pyctr process has
+exited too or REMOVE_GRACE seconds have passed, whichever comes first; then rmdir is retried
+until the exiting tasks have left. At start, `reconcile` removes what an earlier helper
 left behind and watches what still holds processes.
 """
 
@@ -23,10 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import pyctr_bus
-from dbus_next import Variant
-
-from . import requests
 from .audit import SYSTEM, Audit, Caller
 from .cgroup_limits import LimitError, LimitRequest, check_maximums, parse_limits
 from .cgroup_target import Target, TargetRefused, resolve, still_same
@@ -37,14 +33,10 @@ from .lifetime import ExitWatcher, Watch
 log = logging.getLogger(__name__)
 
 ACTION = "resources.limit"
-REMOVE_GRACE = 10.0     # seconds the owner has to read the OOM counter after the exit
+REMOVE_GRACE = 30.0     # at most this long after the exit while the caller still runs
 RMDIR_RETRY = 0.05      # seconds between rmdir attempts while the last tasks leave
 RMDIR_GIVE_UP = 20.0    # then the cgroup is left for the next reconcile, and the log says so
 MAX_PER_USER = 64       # live limited containers per user: bounds the helper's own state
-
-# Called with (bus_name, callback); runs callback once the name has left the bus. Returns an
-# object with cancel(), or None when it cannot watch (then only REMOVE_GRACE applies).
-OwnerWatch = Callable[[str, Callable[[], None]], Any]
 
 
 @dataclass
@@ -71,12 +63,11 @@ def _refusal(e: LimitError) -> HelperError:
 
 class CgroupService:
     def __init__(self, config: Any, audit: Audit, watcher: ExitWatcher,
-                 backend: CgroupBackend | None = None, owner_watch: OwnerWatch | None = None) -> None:
+                 backend: CgroupBackend | None = None) -> None:
         self.config = config
         self.audit = audit
         self.watcher = watcher
         self._backend = backend
-        self.owner_watch = owner_watch
         self.placements: dict[str, Placement] = {}
 
     @property
@@ -91,26 +82,21 @@ class CgroupService:
 
     # --- Resources.Limit ------------------------------------------------------------------
 
-    def limit(self, caller: Caller, pidfd: int, raw_limits: object) -> dict[str, Variant]:
-        """Validate, act, record. `pidfd` stays the caller's (the facade closes it)."""
+    def limit(self, caller: Caller, pidfd: int, values: dict[str, object]) -> dict[str, tuple[str, object]]:
+        """Validate, act, record. `values` has the LIMIT_OPTIONS keys with their exact D-Bus
+        types (the facade checked them); `pidfd` stays the facade's, which closes it."""
         try:
-            request, target = self._validate(caller, pidfd, raw_limits)
+            request, target = self._validate(caller, pidfd, values)
             placement = self._act(caller, pidfd, request, target)
         except LimitError as e:
-            error = _refusal(e)
-            self.audit.record(caller, ACTION, "refused" if e.kind != "failed" else "failed",
-                              reason=str(e))
-            raise error from None
-        except HelperError as e:
-            self.audit.record(caller, ACTION, "refused", reason=e.message)
-            raise
-        self.audit.record(caller, ACTION, "ok", cgroup=f"{SUBTREE}/{placement.name}", pid=target.pid,
+            raise _refusal(e) from None  # the facade records the refusal
+        cgroup = f"{SUBTREE}/{placement.name}"
+        self.audit.record(caller, ACTION, "ok", cgroup=cgroup, container_pid=target.pid,
                           limits=request.describe())
-        return {"cgroup": Variant("s", f"{SUBTREE}/{placement.name}"),
-                "controllers": Variant("as", self.backend.controllers(placement.dirs))}
+        return {"cgroup": ("s", cgroup),
+                "controllers": ("as", self.backend.controllers(placement.dirs))}
 
-    def _validate(self, caller: Caller, pidfd: int, raw_limits: object) -> tuple[LimitRequest, Target]:
-        values = requests.options(raw_limits, pyctr_bus.LIMIT_OPTIONS, "limit")
+    def _validate(self, caller: Caller, pidfd: int, values: dict[str, object]) -> tuple[LimitRequest, Target]:
         request = parse_limits(values)
         check_maximums(request, self.config.limits_for(caller.uid))
         mine = sum(1 for p in self.placements.values() if p.caller.uid == caller.uid)
@@ -138,13 +124,25 @@ class CgroupService:
             backend.remove(dirs)
             raise
         self.placements[name] = placement
-        if self.owner_watch is not None:
-            try:
-                placement.owner_watch = self.owner_watch(caller.bus_name, lambda: self._owner_left(name))
-            except Exception:
-                log.exception("cannot watch %s's bus connection; removal waits %gs after exit",
-                              caller.bus_name, REMOVE_GRACE)
+        placement.owner_watch = self._watch_owner(caller, lambda: self._owner_left(name))
         return placement
+
+    def _watch_owner(self, caller: Caller, callback: Callable[[], None]) -> Watch | None:
+        """Watch the calling process (pyctr), which reads the OOM counter before it exits.
+
+        The pid comes from the bus (GetConnectionCredentials) and the process is blocked in
+        this very call, so pidfd_open gets the caller, not a later process with its pid. It
+        only decides when a cgroup of the caller's goes away, never what anyone may do."""
+        if caller.pid <= 0:
+            return None
+        try:
+            fd = os.pidfd_open(caller.pid)
+        except OSError:
+            return None
+        try:
+            return self.watcher.watch(fd, callback)
+        finally:
+            os.close(fd)
 
     # --- lifetime -------------------------------------------------------------------------
 
