@@ -35,10 +35,13 @@ import signal
 import socket
 import sys
 
-from . import cgroups, container, idmap, network, state
+from . import container, idmap, state
 from . import syscalls as sc
 from .errors import CommandNotExecutable, CommandNotFound, PyctrError
 from .spec import ContainerSpec
+
+# network (D-Bus) and cgroups are imported only by the containers that use them: a plain
+# `pyctr run --network none` must not pay for dbus-next, asyncio or pyroute2.
 
 
 class Interrupted(PyctrError):
@@ -140,8 +143,8 @@ class Launch:
         self.sock: socket.socket | None = None
         self.pid = 0          # G, host pid
         self.pidfd = -1
-        self.setup: network.NetworkSetup | None = None
-        self.placement: cgroups.CgroupPlacement | None = None
+        self.setup = None      # network.NetworkSetup, once attached
+        self.placement = None  # cgroups.CgroupPlacement, once applied
         self.exec_done = False
         self.tty_master = -1
         self.reaped = False
@@ -179,6 +182,7 @@ class Launch:
         self.pidfd = os.pidfd_open(self.pid)
         go = "go"
         if spec.network.mode == "bridge":
+            from . import network
             netns = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 self.setup = network.attach(spec, netns, self.pidfd)
@@ -188,6 +192,7 @@ class Launch:
             st.write("resolv.conf", "".join(f"nameserver {ns}\n" for ns in self.setup.dns))
             go = f"go {self.setup.ifname} {self.setup.address} {self.setup.gateway}"
         if spec.resources.any:
+            from . import cgroups
             self.placement = cgroups.apply(spec.resources, self.pid, self.pidfd)
         _, fds = _recv(parent_sock, "ready")
         if fds:
@@ -236,11 +241,15 @@ class Launch:
         if self.pidfd >= 0:
             os.close(self.pidfd)
         if self.placement is not None:
+            from . import cgroups
             try:
-                cgroups.release(self.placement)
+                note = cgroups.release(self.placement)
+                if note:
+                    print(f"pyctr: {note}", file=sys.stderr)
             except PyctrError as e:
                 errors.append(str(e))
         if self.setup is not None:
+            from . import network
             try:
                 network.detach(self.setup)
             except PyctrError as e:

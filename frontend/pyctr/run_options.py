@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import capabilities, idmap
@@ -77,11 +76,13 @@ class HelpRequested(Exception):
     pass
 
 
-@dataclass
 class RawOptions:
-    values: dict[str, object] = field(default_factory=dict)
-    rootfs: str = ""
-    command: list[str] = field(default_factory=list)
+    """The options as given: name -> value (or list of values for repeatable options)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+        self.rootfs = ""
+        self.command: list[str] = []
 
     def get(self, name: str, default=None):
         return self.values.get(name, default)

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 from dataclasses import dataclass
 
-from . import syscalls
+from . import idmap, syscalls
 from .errors import PyctrError
 from .spec import IdMapping
 
@@ -81,7 +80,10 @@ def create(container_id: str) -> ContainerState:
         for name in ("upper", "work", "merged"):
             os.mkdir(os.path.join(path, name), 0o755)
     except OSError as e:
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            _rmtree(path)
+        except OSError:
+            pass
         raise PyctrError(f"cannot create the container's state in {path}: {e.strerror}") from None
     return ContainerState(path, lock_fd)
 
@@ -126,13 +128,26 @@ def _open_overlay_workdir(path: str) -> None:
         pass
 
 
+def _rmtree(path: str) -> None:
+    """shutil.rmtree without shutil's import cost; never follows a symlink."""
+    for _root, dirs, files, root_fd in os.fwalk(path, topdown=False):
+        for name in files:
+            os.unlink(name, dir_fd=root_fd)
+        for name in dirs:
+            try:
+                os.rmdir(name, dir_fd=root_fd)
+            except NotADirectoryError:  # a symlink to a directory
+                os.unlink(name, dir_fd=root_fd)
+    os.rmdir(path)
+
+
 def remove_tree(path: str, uid_map: tuple[IdMapping, ...], gid_map: tuple[IdMapping, ...]) -> None:
     """Remove a state directory. Files a non-root container user created belong to
     subordinate ids the user cannot delete directly: then remove them as root of a fresh
     user namespace with the container's maps (root there owns exactly those ids)."""
     try:
         _open_overlay_workdir(path)
-        shutil.rmtree(path)
+        _rmtree(path)
         return
     except FileNotFoundError:
         return
@@ -143,7 +158,6 @@ def remove_tree(path: str, uid_map: tuple[IdMapping, ...], gid_map: tuple[IdMapp
 
 def _remove_in_userns(path: str, uid_map: tuple[IdMapping, ...],
                       gid_map: tuple[IdMapping, ...]) -> None:
-    from . import idmap  # only on this rare path
 
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
@@ -157,7 +171,7 @@ def _remove_in_userns(path: str, uid_map: tuple[IdMapping, ...],
             os.write(to_parent_w, b"u")
             if os.read(to_child_r, 1) == b"m":  # the parent has written the maps
                 _open_overlay_workdir(path)
-                shutil.rmtree(path)
+                _rmtree(path)
                 code = 0
         except BaseException:
             pass

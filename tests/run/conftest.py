@@ -1,0 +1,61 @@
+"""Fixtures for end-to-end `pyctr run` tests: a private data dir per test, a user without
+subordinate ids (created and deleted here), a unique marker for process checks."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from runworld import Runner
+
+
+def _make_runner(user) -> Iterator[Runner]:
+    base = Path(tempfile.mkdtemp(prefix="pyctr-run-test-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    data_home, scratch = base / "data", base / "scratch"
+    for d in (data_home, scratch):
+        d.mkdir()
+        os.chown(d, user.uid, user.gid)
+    try:
+        yield Runner(user, data_home, scratch)
+    finally:
+        # Files created by subordinate ids inside the container belong to them: root removes.
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def run_a(user_a) -> Iterator[Runner]:
+    yield from _make_runner(user_a)
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"pyctr-marker-{uuid.uuid4().hex[:12]}"
+
+
+NO_RANGES_USER = "pyctr-test-c"
+
+
+@pytest.fixture
+def run_c(user_a) -> Iterator[Runner]:
+    """A temporary user with no /etc/subuid or /etc/subgid lines, deleted afterwards."""
+    subprocess.run(["userdel", "-r", NO_RANGES_USER], capture_output=True)
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "-K", "SUB_UID_COUNT=0",
+                    "-K", "SUB_GID_COUNT=0", NO_RANGES_USER], check=True)
+    try:
+        for f in ("/etc/subuid", "/etc/subgid"):
+            assert not any(l.startswith(f"{NO_RANGES_USER}:") for l in Path(f).read_text().splitlines())
+        pw = pwd.getpwnam(NO_RANGES_USER)
+        user = type(user_a)(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+        yield from _make_runner(user)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", NO_RANGES_USER], capture_output=True)
+        subprocess.run(["userdel", "-r", NO_RANGES_USER], capture_output=True)
