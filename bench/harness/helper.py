@@ -1,0 +1,152 @@
+"""The machine-wide helper session: the lock the tests share, a polkit grant for the bench
+user, and a pyctr-helper started as root the way D-Bus activation would start it.
+
+The helper's bus name and polkit rules exist once per machine; tests/conftest.py and this
+bench take /run/pyctr-tests.lock around every use, so the two never fight over them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .host import (PYCTR_HELPER, REPO, STATE, WORK, BenchUser, Unavailable, run, stop_process,
+                   wait_for)
+
+WORLD_LOCK = Path("/run/pyctr-tests.lock")
+RULES = Path("/etc/polkit-1/rules.d/10-pyctr-bench.rules")
+HELPER_PID_FILE = STATE / "helper.pid"
+BUS_NAME = "org.pyctr.Helper1"
+
+
+@contextmanager
+def world_lock(timeout: float) -> Iterator[None]:
+    with open(WORLD_LOCK, "a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"{WORLD_LOCK} stayed busy for {timeout:.0f}s "
+                                      "(a test session uses the helper)")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _dbus(method: str, *args: str) -> subprocess.CompletedProcess:
+    return run(["dbus-send", "--system", "--print-reply", "--dest=org.freedesktop.DBus", "/",
+                f"org.freedesktop.DBus.{method}", *args], timeout=15)
+
+
+def _bus_ready() -> bool:
+    try:
+        out = _dbus("NameHasOwner", "string:org.freedesktop.PolicyKit1")
+    except Unavailable:
+        return False
+    return out.returncode == 0 and "boolean true" in out.stdout
+
+
+def helper_pid() -> int | None:
+    out = _dbus("GetConnectionUnixProcessID", f"string:{BUS_NAME}")
+    if out.returncode != 0:
+        return None
+    return int(out.stdout.split()[-1])
+
+
+class HelperSession:
+    """Holds the lock, the grant and the helper; `pid` is the helper serving this run."""
+
+    def __init__(self, user: BenchUser) -> None:
+        self.user = user
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.started_here = False
+        self.log = WORK / "helper.log"
+
+    def start(self) -> None:
+        if not _bus_ready():
+            run(["bash", "-c", f". {REPO}/scripts/lib.sh && start_services"], timeout=60)
+            if not _bus_ready():
+                raise Unavailable("the system bus or polkitd is not running")
+        self._grant()
+        self.pid = helper_pid()
+        if self.pid is not None:
+            return      # already activated on the bus: measure that one, leave it running
+        if not PYCTR_HELPER.exists():
+            raise Unavailable(f"{PYCTR_HELPER} is not installed")
+        self.proc = subprocess.Popen([str(PYCTR_HELPER), "--log", str(self.log)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "a"), cwd="/")
+        HELPER_PID_FILE.write_text(str(self.proc.pid))
+        self.started_here = True
+        try:
+            wait_for(lambda: helper_pid() is not None or self.proc.poll() is not None,
+                     timeout=20, what="pyctr-helper to own its bus name")
+        except Unavailable:
+            self.stop()
+            raise
+        code = self.proc.poll()
+        if code is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+            self.stop()
+            raise Unavailable(f"pyctr-helper exited {code}: {tail[0][:160]}")
+        self.pid = helper_pid()
+
+    def _grant(self) -> None:
+        RULES.write_text(
+            "// Written by pyctr's bench/run.sh for its own user; removed when it ends.\n"
+            "polkit.addRule(function(action, subject) {\n"
+            f'    if (action.id.indexOf("org.pyctr.") == 0 && subject.user == "{self.user.name}") {{\n'
+            "        return polkit.Result.YES;\n"
+            "    }\n"
+            "});\n")
+        RULES.chmod(0o644)
+        # polkitd reloads rules.d on inotify: wait until it answers yes for our user.
+        probe = self.user.argv(["sh", "-c", "exec pkcheck --action-id org.pyctr.network.attach "
+                                "--process $$"])
+        wait_for(lambda: run(probe, timeout=15).returncode == 0, timeout=20,
+                 what="polkitd to load the bench grant", interval=0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=15)
+            self.proc = None
+        HELPER_PID_FILE.unlink(missing_ok=True)
+        RULES.unlink(missing_ok=True)
+
+
+def cleanup_stale() -> None:
+    """After a crashed run: stop the helper it started (checked by pid and command line)."""
+    RULES.unlink(missing_ok=True)
+    try:
+        pid = int(HELPER_PID_FILE.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        if "pyctr-helper" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            os.kill(pid, signal.SIGTERM)
+    except (OSError, ProcessLookupError):
+        pass
+    HELPER_PID_FILE.unlink(missing_ok=True)
+
+
+@contextmanager
+def helper_session(user: BenchUser, lock_timeout: float) -> Iterator[HelperSession]:
+    """Lock, grant, helper; all three undone on the way out, whatever happened."""
+    with world_lock(lock_timeout):
+        session = HelperSession(user)
+        try:
+            yield session
+        finally:
+            session.stop()
