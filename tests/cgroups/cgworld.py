@@ -1,0 +1,99 @@
+"""Pieces the cgroup tests share: finding pyctr cgroups on the host, and a CgroupService driven
+without the bus (the helper-side lifecycle, on the real kernel, with real test-user processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+import time
+from pathlib import Path
+from typing import Callable
+
+from pyctr_helper.audit import Caller
+from pyctr_helper.cgroup_service import CgroupService
+from pyctr_helper.cgroup_tree import detect, owner_of
+from pyctr_helper.config import Limits
+from pyctr_helper.lifetime import ExitWatcher
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition",
+             spin: Callable[[], None] | None = None) -> object:
+    """Poll until `predicate` is truthy (running `spin` between polls); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        if spin is not None:
+            spin()
+        else:
+            time.sleep(0.05)
+
+
+def pyctr_cgroups(uids: set[int]) -> set[Path]:
+    """Every pyctr cgroup on the host that belongs to one of `uids`."""
+    found = set()
+    for dirs in detect().existing().values():
+        found.update(d for d in dirs if owner_of(d.name) in uids)
+    return found
+
+
+class Recorder:
+    """Collects audit records instead of writing syslog (the service is driven without a bus)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict]] = []
+
+    def record(self, caller: Caller, action: str, outcome: str, **objects: object) -> None:
+        self.lines.append((action, outcome, objects))
+
+
+@dataclass
+class FakeConfig:
+    maximums: Limits = Limits()
+
+    def limits_for(self, uid: int) -> Limits:
+        return self.maximums
+
+
+class Driven:
+    """A CgroupService on its own event loop, as the helper would run it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.watcher = ExitWatcher(self.loop)
+        self.audit = Recorder()
+        self.config = FakeConfig()
+        self.service = CgroupService(self.config, self.audit, self.watcher)
+        self.procs: list[subprocess.Popen] = []
+
+    def spin(self) -> None:
+        self.loop.run_until_complete(asyncio.sleep(0.02))
+
+    def process(self, user, argv=("sleep", "60")) -> tuple[subprocess.Popen, int]:
+        """A process of `user`, and a pidfd of it (closed by close())."""
+        proc = user.popen(list(argv))
+        self.procs.append(proc)
+        return proc, os.pidfd_open(proc.pid)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        for name in list(self.service.placements):
+            self.service._remove(name)
+        for _ in range(100):
+            if not self.service.placements:
+                break
+            self.spin()
+        self.service.close()
+        self.watcher.close()
+        self.loop.close()
+
+

@@ -1,0 +1,238 @@
+"""The helper's side of Resources.Limit on this machine's real cgroupfs, driven without the bus:
+validate, create, move, and remove once both the container and its pyctr are gone.
+
+The caller and the "container" are real processes of the test users; the facade's part
+(polkit, the fd count, the bus) is covered end to end in test_limits.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cgworld import Driven, pyctr_cgroups, wait_for
+from pyctr_helper.audit import Caller
+from pyctr_helper.cgroup_limits import LimitRequest, LimitUnsupported
+from pyctr_helper.cgroup_tree import SUBTREE, detect, new_name, procs
+from pyctr_helper.cgroup_v1 import CgroupV1
+from pyctr_helper.cgroup_v2 import CgroupV2
+from pyctr_helper.config import Limits
+from pyctr_helper.errors import InvalidArgument, QuotaExceeded
+
+MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _v1_host():
+    if not isinstance(detect(), CgroupV1):
+        pytest.skip("this machine's controllers are not on cgroup v1")
+
+
+def _caller(d: Driven, user) -> Caller:
+    """A stand-in for the user's pyctr process: the cgroup lives until it exits."""
+    proc, fd = d.process(user)
+    os.close(fd)
+    return Caller(bus_name=":1.test", uid=user.uid, pid=proc.pid)
+
+
+def _dirs(reply: dict) -> list[Path]:
+    backend = detect()
+    cgroup = reply["cgroup"][1]
+    return [backend.mounts[c] / cgroup for c in reply["controllers"][1]]
+
+
+def _cgroup_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cgroup").read_text()
+
+
+def test_limit_moves_the_process_into_root_owned_cgroups_with_the_limits(driven, user_a):
+    caller = _caller(driven, user_a)
+    proc, pidfd = driven.process(user_a)
+    reply = driven.service.limit(caller, pidfd, {"memory": 64 * MiB, "cpus": 0.5, "pids": 10})
+    os.close(pidfd)
+
+    assert reply["cgroup"][1].startswith(f"{SUBTREE}/{user_a.uid}-")
+    assert set(reply["controllers"][1]) == {"memory", "cpu", "cpuacct", "pids"}
+    dirs = {d.parent.parent.name: d for d in _dirs(reply)}
+    assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(64 * MiB)
+    assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert (dirs["cpu"] / "cpu.cfs_period_us").read_text().strip() == "100000"
+    assert (dirs["pids"] / "pids.max").read_text().strip() == "10"
+    for d in dirs.values():
+        st = d.stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o755)
+        assert (d / "cgroup.procs").stat().st_uid == 0
+        assert procs(d) == {proc.pid}
+    assert f"memory:/{reply['cgroup'][1]}" in _cgroup_of(proc.pid)
+    assert ("resources.limit", "ok") in [(a, o) for a, o, _ in driven.audit.lines]
+
+
+def test_cgroup_stays_while_pyctr_reads_it_and_goes_when_pyctr_exits(driven, user_a):
+    caller_proc, fd = driven.process(user_a)
+    os.close(fd)
+    caller = Caller(bus_name=":1.test", uid=user_a.uid, pid=caller_proc.pid)
+    proc, pidfd = driven.process(user_a)
+    reply = driven.service.limit(caller, pidfd, {"pids": 5})
+    os.close(pidfd)
+    dirs = _dirs(reply)
+    name = reply["cgroup"][1].split("/")[1]
+
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: driven.service.placements[name].exited, spin=driven.spin,
+             what="the helper to see the container exit")
+    # The container is gone but its pyctr still runs: it may still read the OOM counter.
+    assert all(d.is_dir() for d in dirs)
+
+    caller_proc.kill()
+    caller_proc.wait()
+    wait_for(lambda: not any(d.exists() for d in dirs), spin=driven.spin,
+             what="the cgroup to be removed")
+    assert name not in driven.service.placements
+    assert ("resources.release", "ok") in [(a, o) for a, o, _ in driven.audit.lines]
+
+
+def test_limit_refuses_a_process_of_another_user(driven, user_a, user_b):
+    before = pyctr_cgroups({user_a.uid, user_b.uid})
+    caller = _caller(driven, user_a)
+    _, pidfd = driven.process(user_b)
+    with pytest.raises(InvalidArgument, match="does not name a live process"):
+        driven.service.limit(caller, pidfd, {"memory": 64 * MiB})
+    os.close(pidfd)
+    assert pyctr_cgroups({user_a.uid, user_b.uid}) == before
+
+
+def test_limit_refuses_a_process_of_root(driven, user_a):
+    caller = _caller(driven, user_a)
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        with pytest.raises(InvalidArgument, match="does not name a live process"):
+            driven.service.limit(caller, pidfd, {"pids": 5})
+    finally:
+        os.close(pidfd)
+
+
+def test_limit_refuses_an_exited_process(driven, user_a):
+    caller = _caller(driven, user_a)
+    proc, pidfd = driven.process(user_a, ["true"])
+    proc.wait()
+    with pytest.raises(InvalidArgument, match="does not name a live process"):
+        driven.service.limit(caller, pidfd, {"pids": 5})
+    os.close(pidfd)
+
+
+def test_limit_refuses_to_move_an_already_limited_process(driven, user_a):
+    caller = _caller(driven, user_a)
+    proc, pidfd = driven.process(user_a)
+    first = driven.service.limit(caller, pidfd, {"pids": 5})
+    with pytest.raises(InvalidArgument, match="already limited"):
+        driven.service.limit(caller, pidfd, {"pids": 500})
+    os.close(pidfd)
+    assert f"pids:/{first['cgroup'][1]}" in _cgroup_of(proc.pid)
+    assert len(driven.service.placements) == 1
+
+
+def test_limit_refuses_requests_above_the_admins_maximum(driven, user_a):
+    driven.config.maximums = Limits(max_memory=128 * MiB, max_cpus=1.0, max_pids=100)
+    before = pyctr_cgroups({user_a.uid})
+    caller = _caller(driven, user_a)
+    _, pidfd = driven.process(user_a)
+    for asked, what in (({"memory": 256 * MiB}, "--memory"), ({"memory": 0}, "--memory"),
+                        ({"memory": 64 * MiB, "memory_swap": 512 * MiB}, "--memory-swap"),
+                        ({"cpus": 1.5}, "--cpus"), ({"pids": 101}, "--pids-limit"),
+                        ({"pids": -1}, "--pids-limit")):
+        with pytest.raises(QuotaExceeded, match=what):
+            driven.service.limit(caller, pidfd, asked)
+    assert pyctr_cgroups({user_a.uid}) == before
+    driven.service.limit(caller, pidfd, {"memory": 128 * MiB, "cpus": 1.0, "pids": 100})
+    os.close(pidfd)
+
+
+@pytest.mark.parametrize("asked, message", [
+    ({}, "no limit"),
+    ({"memory": 4096}, "memory must be"),
+    ({"memory": -5}, "memory must be"),
+    ({"memory_swap": 64 * MiB}, "needs a memory limit"),
+    ({"memory": 64 * MiB, "memory_swap": 32 * MiB}, "at least the memory limit"),
+    ({"cpus": 0.0}, "cpus must be"),
+    ({"cpus": float("nan")}, "cpus must be"),
+    ({"cpus": 10_000.0}, "cpus must be"),
+    ({"pids": 0}, "pids must be"),
+    ({"pids": -2}, "pids must be"),
+    ({"pids": 1 << 40}, "pids must be"),
+    ({"memory": True}, "wrong type"),
+    ({"cpus": 1}, "wrong type"),
+    ({"swap": 1}, "unknown limit"),
+])
+def test_limit_refuses_invalid_values_before_touching_anything(driven, user_a, asked, message):
+    before = pyctr_cgroups({user_a.uid})
+    caller = _caller(driven, user_a)
+    _, pidfd = driven.process(user_a)
+    with pytest.raises(InvalidArgument, match=message):
+        driven.service.limit(caller, pidfd, asked)
+    os.close(pidfd)
+    assert pyctr_cgroups({user_a.uid}) == before
+
+
+def test_memory_swap_is_written_where_the_host_accounts_swap(driven, user_a):
+    backend = detect()
+    if not (backend.mounts["memory"] / "memory.memsw.limit_in_bytes").exists():
+        pytest.skip("no swap accounting on this host")
+    caller = _caller(driven, user_a)
+    _, pidfd = driven.process(user_a)
+    reply = driven.service.limit(caller, pidfd, {"memory": 64 * MiB, "memory_swap": 96 * MiB})
+    os.close(pidfd)
+    memory = next(d for d in _dirs(reply) if d.parent.parent.name == "memory")
+    assert (memory / "memory.memsw.limit_in_bytes").read_text().strip() == str(96 * MiB)
+
+
+def test_reconcile_removes_stale_cgroups_and_watches_live_ones(driven, user_a):
+    backend = detect()
+    stale = backend.create(new_name(user_a.uid), LimitRequest(pids=5))
+    live = backend.create(new_name(user_a.uid), LimitRequest(pids=5))
+    proc, pidfd = driven.process(user_a)
+    os.close(pidfd)
+    backend.move(live, proc.pid)
+
+    driven.service.reconcile()
+    wait_for(lambda: not any(d.exists() for d in stale), spin=driven.spin,
+             what="the stale cgroup to be removed")
+    assert all(d.is_dir() for d in live)
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not any(d.exists() for d in live), spin=driven.spin,
+             what="the reconciled cgroup to be removed after its last process")
+
+
+def test_v2_tree_without_controllers_refuses_limits_and_still_manages_cgroups(user_a):
+    """On this hybrid host the unified tree has no controllers (they are all on v1): the v2
+    backend must refuse every limit, yet its create/move/remove work on the real kernel."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    unified = Path("/sys/fs/cgroup/unified")
+    if not (unified / "cgroup.controllers").exists():
+        pytest.skip("no unified cgroup tree mounted")
+    backend = CgroupV2(unified)
+    for request in (LimitRequest(memory=64 * MiB), LimitRequest(cpus=0.5), LimitRequest(pids=5)):
+        if not set(request_controllers(request)) <= set((unified / "cgroup.controllers").read_text().split()):
+            with pytest.raises(LimitUnsupported, match="not available"):
+                backend.check(request)
+    name = new_name(user_a.uid)
+    dirs = backend.create(name, LimitRequest())
+    proc = user_a.popen(["sleep", "60"])
+    try:
+        backend.move(dirs, proc.pid)
+        assert f"0::/{SUBTREE}/{name}" in _cgroup_of(proc.pid)
+        assert backend.oom_kills(dirs) == 0
+        assert backend.remove(dirs, attempts=1) is False  # still populated
+    finally:
+        proc.kill()
+        proc.wait()
+    assert backend.remove(dirs)
+    assert not dirs[0].exists()
+
+
+def request_controllers(request: LimitRequest) -> list[str]:
+    return CgroupV2._controllers(request)
