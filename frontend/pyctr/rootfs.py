@@ -224,6 +224,30 @@ def _user_mount(root: str, m: Mount) -> None:
         remount_read_only(target, recursive=True)
 
 
+SCRATCH_DIRS = ("/tmp", "/var/tmp")
+
+
+def _prepare_scratch_dirs(lower: str, upper: str) -> None:
+    """Give world-writable scratch directories (/tmp) an upper-layer twin.
+
+    A ROOTFS owned by host root is unmapped in the container: overlayfs cannot copy such a
+    directory up (it could not represent its owner, EOVERFLOW), so without a twin even a
+    write to /tmp would fail. The twin keeps the mode (1777) and belongs to the user.
+    """
+    for path in SCRATCH_DIRS:
+        try:
+            st = os.lstat(lower + path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IWOTH:
+            try:
+                os.makedirs(os.path.dirname(upper + path), exist_ok=True)
+                os.mkdir(upper + path)
+                os.chmod(upper + path, stat.S_IMODE(st.st_mode))
+            except OSError:
+                pass
+
+
 def _targets(spec: ContainerSpec, user_targets: set[str]) -> list[tuple[str, str]]:
     """Every path something is mounted on (or created at), with its kind."""
     targets = [("/proc", "dir"), ("/dev", "dir"), ("/sys", "dir")]
@@ -246,6 +270,7 @@ def build(spec: ContainerSpec, upper: str, work: str, merged: str, state_dir: st
     lower = str(spec.rootfs)
     for path, kind in _targets(spec, user_targets):
         prepare_in_upper(lower, upper, path, kind)
+    _prepare_scratch_dirs(lower, upper)
     _mount_overlay(spec, upper, work, merged)
     root = merged
     _mount_at(root, "/proc", "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, None, "dir")

@@ -41,6 +41,12 @@ def marker() -> str:
     return f"pyctr-marker-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture
+def sleep_marker() -> str:
+    """A marker `sleep` accepts as an extra duration (busybox adds its arguments up)."""
+    return str(uuid.uuid4().int % 9 * 10**8 + 10**8 + uuid.uuid4().int % 10**8)
+
+
 NO_RANGES_USER = "pyctr-test-c"
 
 

@@ -1,0 +1,142 @@
+"""Namespaces, pid 1, file descriptors, environment, exit codes and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from runworld import processes_with, wait_for
+
+
+def test_cmd_is_pid_1(run_a, rootfs):
+    out = run_a.run("--rm", "--network", "none", str(rootfs), "sh", "-c", "echo $$")
+    assert out.stdout == "1\n"
+
+
+def test_init_option_runs_cmd_under_a_pid_1_init(run_a, rootfs):
+    out = run_a.run("--rm", "--network", "none", "--init", str(rootfs), "sh", "-c", "echo $$")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "2\n"
+
+
+def test_hostname_defaults_to_the_short_container_id(run_a, rootfs):
+    out = run_a.run("--network", "none", str(rootfs), "hostname")
+    [cid] = run_a.containers()
+    assert out.stdout == cid[:12] + "\n"
+
+
+def test_hostname_option_sets_hostname_and_etc_files(run_a, rootfs):
+    out = run_a.run("--rm", "--network", "none", "--hostname", "box1", str(rootfs), "sh", "-c",
+                    "hostname; cat /etc/hostname; grep -c box1 /etc/hosts")
+    assert out.stdout.split() == ["box1", "box1", "1"]
+
+
+def test_network_none_has_only_loopback_and_it_is_up(run_a, rootfs):
+    out = run_a.run("--rm", "--network", "none", str(rootfs), "sh", "-c",
+                    "ls /sys/class/net; ip -o link show lo")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "lo"
+    assert "UP" in lines[1]
+
+
+def test_only_stdio_descriptors_reach_the_container(run_a, rootfs):
+    out = run_a.run("--rm", "--network", "none", str(rootfs), "ls", "/proc/self/fd")
+    assert out.returncode == 0, out.stderr
+    fds = sorted(int(x) for x in out.stdout.split())
+    # 0, 1, 2, and the one ls opened to read the directory.
+    assert fds == [0, 1, 2, 3]
+
+
+def test_environment_defaults_and_options(run_a, rootfs):
+    env_file = run_a.scratch / "env"
+    env_file.write_text("# comment\nFROM_FILE=1\nOVERRIDE=file\n")
+    os.chown(env_file, run_a.user.uid, run_a.user.gid)
+    out = run_a.run("--rm", "--network", "none", "--hostname", "h1", "--env-file", str(env_file),
+                    "-e", "A=b=c", "-e", "OVERRIDE=cli", "-e", "FROM_HOST", "-e", "UNSET_ON_HOST",
+                    str(rootfs), "env", env={"FROM_HOST": "host-value"})
+    assert out.returncode == 0, out.stderr
+    env = dict(line.split("=", 1) for line in out.stdout.splitlines())
+    assert env["PATH"].startswith("/usr/local/sbin:")
+    assert env["HOME"] == "/root" and env["HOSTNAME"] == "h1"
+    assert env["A"] == "b=c" and env["OVERRIDE"] == "cli" and env["FROM_FILE"] == "1"
+    assert env["FROM_HOST"] == "host-value"
+    assert "UNSET_ON_HOST" not in env and "TERM" not in env
+
+
+def test_exit_code_zero(run_a, rootfs):
+    assert run_a.run("--rm", "--network", "none", str(rootfs), "true").returncode == 0
+
+
+def test_exit_code_is_cmds(run_a, rootfs):
+    assert run_a.run("--rm", "--network", "none", str(rootfs), "sh", "-c", "exit 42").returncode == 42
+
+
+def test_exit_code_126_for_a_command_that_cannot_run(run_a, rootfs, marker):
+    out = run_a.run("--rm", "--network", "none", str(rootfs), "/etc/passwd", marker)
+    assert out.returncode == 126
+    assert len(out.stderr.splitlines()) == 1
+    run_a.assert_nothing_left(marker)
+
+
+def test_exit_code_127_for_a_missing_command(run_a, rootfs, marker):
+    out = run_a.run("--network", "none", str(rootfs), "/no/such/cmd", marker)
+    assert out.returncode == 127
+    assert len(out.stderr.splitlines()) == 1 and "/no/such/cmd" in out.stderr
+    run_a.assert_nothing_left(marker)  # even without --rm: the container never ran
+
+
+def _container_pid(pyctr: subprocess.Popen) -> int:
+    """The container's pid 1 is pyctr's only child (pyctr is its subreaper)."""
+    def child():
+        text = Path(f"/proc/{pyctr.pid}/task/{pyctr.pid}/children").read_text().split()
+        return int(text[0]) if len(text) == 1 else 0
+    return wait_for(child, what="the container's pid 1")
+
+
+def test_exit_code_137_when_the_container_is_killed(run_a, rootfs, sleep_marker):
+    marker = sleep_marker
+    p = run_a.popen("--rm", "--network", "none", str(rootfs), "sh", "-c",
+                    f"echo ready; exec sleep 1000 {marker}")
+    assert p.stdout.readline() == "ready\n"
+    os.kill(_container_pid(p), signal.SIGKILL)
+    assert p.wait(timeout=30) == 137
+    p.communicate()
+    run_a.assert_nothing_left(marker)
+
+
+def test_sigterm_is_forwarded_to_the_container(run_a, rootfs):
+    p = run_a.popen("--rm", "--network", "none", str(rootfs), "sh", "-c",
+                    "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 7
+    assert p.stdout.read() == "got-term\n"
+    p.communicate()
+
+
+def test_init_forwards_signals_and_reports_the_signal(run_a, rootfs, sleep_marker):
+    marker = sleep_marker
+    p = run_a.popen("--rm", "--network", "none", "--init", str(rootfs), "sh", "-c",
+                    f"echo ready; exec sleep 1000 {marker}")
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=30) == 128 + signal.SIGINT
+    p.communicate()
+    run_a.assert_nothing_left(marker)
+
+
+def test_killing_pyctr_kills_the_container_and_next_run_collects_its_state(run_a, rootfs,
+                                                                          sleep_marker):
+    marker = sleep_marker
+    p = run_a.popen("--network", "none", str(rootfs), "sh", "-c", f"echo ready; exec sleep 1000 {marker}")
+    assert p.stdout.readline() == "ready\n"
+    p.kill()
+    p.wait(timeout=30)
+    p.communicate()
+    wait_for(lambda: not processes_with(marker), what="the container to die with pyctr")
+    assert len(run_a.containers()) == 1
+    assert run_a.run("--rm", "--network", "none", str(rootfs), "true").returncode == 0
+    run_a.assert_nothing_left(marker)
