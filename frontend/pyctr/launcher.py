@@ -196,7 +196,10 @@ class Launch:
             self.placement = cgroups.apply(spec.resources, self.pid, self.pidfd)
         _, fds = _recv(parent_sock, "ready")
         if fds:
+            from . import terminal  # only with -t
             self.tty_master = fds[0]
+            # The size must be right before CMD starts: it may ask at once.
+            terminal.copy_winsize(terminal.size_source(), self.tty_master)
         parent_sock.send(go.encode())
         signals.started = True
         # EOF: the exec happened (the socket is close-on-exec); a line: it failed.

@@ -17,7 +17,12 @@ import termios
 import tty
 
 
-def _copy_winsize(src: int, dst: int) -> None:
+def size_source() -> int:
+    """The user's terminal to take the window size from: stdout, else stdin."""
+    return 1 if os.isatty(1) else 0
+
+
+def copy_winsize(src: int, dst: int) -> None:
     try:
         size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
         fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
@@ -34,8 +39,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def relay(master: int, pid: int, interactive: bool) -> int:
     """Relay until the container's pid 1 exits; returns its wait status."""
     stdin, stdout = 0, 1
-    winsize_source = stdout if os.isatty(stdout) else stdin
-    _copy_winsize(winsize_source, master)
+    winsize_source = size_source()
     saved = None
     if interactive and os.isatty(stdin):
         saved = termios.tcgetattr(stdin)
@@ -46,7 +50,7 @@ def relay(master: int, pid: int, interactive: bool) -> int:
     old_winch = signal.getsignal(signal.SIGWINCH)
 
     def on_winch(signum, frame) -> None:
-        _copy_winsize(winsize_source, master)
+        copy_winsize(winsize_source, master)
 
     signal.signal(signal.SIGWINCH, on_winch)
     status = None
