@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import signal
 import socket
 import sys
@@ -163,6 +164,7 @@ def main() -> int:
 
     user = BenchUser.lookup()
     started = datetime.now(timezone.utc)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
     meta = {"started": started.isoformat(timespec="seconds"), "quick": args.quick,
             "sections": sorted(sections), "profile": profile.__dict__,
             "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
@@ -180,6 +182,11 @@ def main() -> int:
         traceback.print_exc()
         failure = f"harness error: {e!r}"
     finally:
+        helper_log = WORK / "helper.log"
+        if helper_log.exists():     # the helper this run started: its log outlives the run
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(helper_log, RESULTS / f"bench-{stamp}-helper.log")
+            meta["helper_log"] = f"bench/results/bench-{stamp}-helper.log"
         problems = world.cleanup(user)
     meta["loadavg_end"] = os.getloadavg()
     meta["seconds"] = round((datetime.now(timezone.utc) - started).total_seconds())
@@ -189,8 +196,7 @@ def main() -> int:
     print(table(cases))
     text, judged = verdicts(TARGETS, cases)
     print(text)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
+    out = RESULTS / f"bench-{stamp}.json"
     write_json(out, meta, cases, judged)
     (RESULTS / "latest.json").write_text(out.read_text())
     print(f"\nJSON: {out.relative_to(REPO)}  ({meta['seconds']}s, load "
