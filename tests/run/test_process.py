@@ -140,3 +140,16 @@ def test_killing_pyctr_kills_the_container_and_next_run_collects_its_state(run_a
     assert len(run_a.containers()) == 1
     assert run_a.run("--rm", "--network", "none", str(rootfs), "true").returncode == 0
     run_a.assert_nothing_left(marker)
+
+
+def test_netconf_sets_the_leased_address_and_default_route(user_a):
+    """What a bridge container applies to itself, run in a throwaway user+net namespace."""
+    script = ("ip link add v0 type veth peer name v1 && "
+              "/opt/pyctr/bin/python -c 'from pyctr import netconf; "
+              "netconf.configure(\"v0\", \"10.1.2.3/24\", \"10.1.2.1\")' && "
+              "ip -4 -o addr show v0 && ip route show default && ip -o link show lo")
+    out = user_a.run(["unshare", "-rn", "sh", "-c", script])
+    assert out.returncode == 0, out.stderr
+    assert "inet 10.1.2.3/24" in out.stdout
+    assert "default via 10.1.2.1 dev v0" in out.stdout
+    assert "LOOPBACK,UP" in out.stdout
