@@ -1,0 +1,109 @@
+"""A raw D-Bus client for the helper tests, run as a test user by /opt/pyctr/bin/python.
+
+    client.py spawn                 start `unshare -Urn sleep infinity`, print {"pid": N}
+    client.py call SPEC_JSON        send one method call, print the reply or error as JSON
+
+SPEC: {"interface", "member", "signature", "body", "fds", "interactive", "path"}.
+"fds" is a list of what to open and pass, in order:
+    {"netns": PID}  /proc/PID/ns/net        {"pidns": PID}  /proc/PID/ns/pid
+    {"pidfd": PID}  pidfd_open(PID)         {"path": P}     open(P) read-only
+    {"socket": 1}   a unix socket
+In "body", {"__v__": [SIG, VALUE]} is a Variant. The client deliberately sends whatever it is
+told: wrong handle indexes, wrong fd counts, wrong types.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
+from dbus_next.aio import MessageBus
+
+import pyctr_bus
+
+
+def _decode(obj):
+    if isinstance(obj, dict):
+        if set(obj) == {"__v__"}:
+            sig, value = obj["__v__"]
+            return Variant(sig, _decode(value))
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(x) for x in obj]
+    return obj
+
+
+def _encode(obj):
+    if isinstance(obj, Variant):
+        return _encode(obj.value)
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(x) for x in obj]
+    return obj
+
+
+def _open(spec):
+    if "netns" in spec:
+        return os.open(f"/proc/{spec['netns']}/ns/net", os.O_RDONLY)
+    if "pidns" in spec:
+        return os.open(f"/proc/{spec['pidns']}/ns/pid", os.O_RDONLY)
+    if "pidfd" in spec:
+        return os.pidfd_open(spec["pidfd"])
+    if "path" in spec:
+        return os.open(spec["path"], os.O_RDONLY)
+    if "socket" in spec:
+        a, b = socket.socketpair()
+        b.close()
+        return a.detach()
+    raise SystemExit(f"unknown fd spec {spec}")
+
+
+async def call(spec):
+    fds = [_open(f) for f in spec.get("fds", [])]
+    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+    flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if spec.get("interactive") else MessageFlag.NONE
+    msg = Message(destination=pyctr_bus.BUS_NAME, path=spec.get("path", pyctr_bus.OBJECT_PATH),
+                  interface=spec.get("interface", pyctr_bus.NETWORK_INTERFACE),
+                  member=spec["member"], signature=spec.get("signature", ""),
+                  body=_decode(spec.get("body", [])), unix_fds=fds, flags=flags)
+    reply = await asyncio.wait_for(bus.call(msg), spec.get("timeout", 60))
+    for fd in fds:
+        os.close(fd)
+    if reply.message_type == MessageType.ERROR:
+        out = {"error": reply.error_name, "message": reply.body[0] if reply.body else ""}
+    else:
+        out = {"body": _encode(reply.body)}
+    if spec.get("hold"):
+        # keep the connection open until stdin closes (for bus-disconnect tests)
+        print(json.dumps(out), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        bus.disconnect()
+        return
+    bus.disconnect()
+    print(json.dumps(out))
+
+
+def spawn():
+    proc = subprocess.Popen(["unshare", "-Urn", "sleep", "infinity"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    # wait until the child is in its own user namespace
+    own = os.stat("/proc/self/ns/user").st_ino
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if os.stat(f"/proc/{proc.pid}/ns/user").st_ino != own:
+            break
+        time.sleep(0.002)
+    print(json.dumps({"pid": proc.pid}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "spawn":
+        spawn()
+    else:
+        asyncio.run(call(json.loads(sys.argv[2])))

@@ -1,0 +1,38 @@
+"""Fixtures for the helper's contract tests: a raw D-Bus client run as a test user, and
+throwaway user+net namespace processes ("containers") to attach."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+from helper_world import Client
+
+
+@pytest.fixture
+def client_a(user_a, helper) -> Iterator[Client]:
+    c = Client(user_a)
+    yield c
+    c.kill_all()
+
+
+@pytest.fixture
+def client_b(user_b, helper) -> Iterator[Client]:
+    c = Client(user_b)
+    yield c
+    c.kill_all()
+
+
+@pytest.fixture
+def wait_until() -> Callable:
+    """Poll a predicate until truthy; fail after `timeout` seconds."""
+    def wait(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.05)
+        return value
+    return wait

@@ -1,0 +1,74 @@
+"""Shared pieces of the helper tests: the raw client, namespace helpers, the lease file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pyctr_bus
+
+CLIENT = str(Path(__file__).with_name("client.py"))
+PYTHON = "/opt/pyctr/bin/python"
+
+
+class Client:
+    """Calls the helper as one test user, with whatever fds and arguments a test wants."""
+
+    def __init__(self, user) -> None:  # tests/conftest.py's TestUser
+        self.user = user
+        self.spawned: list[int] = []
+
+    def spawn(self) -> int:
+        """A process in a new user+net namespace owned by this user; killed at teardown."""
+        out = self.user.run([PYTHON, CLIENT, "spawn"], timeout=30)
+        assert out.returncode == 0, out.stderr
+        pid = json.loads(out.stdout)["pid"]
+        self.spawned.append(pid)
+        return pid
+
+    def call(self, member: str, signature: str = "", body: list | None = None,
+             fds: list[dict] | None = None, interface: str = pyctr_bus.NETWORK_INTERFACE,
+             **extra) -> dict:
+        spec = {"member": member, "signature": signature, "body": body or [], "fds": fds or [],
+                "interface": interface, **extra}
+        out = self.user.run([PYTHON, CLIENT, "call", json.dumps(spec)], timeout=90)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def attach(self, pid: int, fds: list[dict] | None = None, **options) -> dict:
+        """Attach(netns of pid, pidfd of pid, options); options given as {key: (sig, value)}."""
+        opts = {k: {"__v__": [sig, v]} for k, (sig, v) in options.items()}
+        if fds is None:
+            fds = [{"netns": pid}, {"pidfd": pid}]
+        return self.call("Attach", "hha{sv}", [0, 1, opts], fds)
+
+    def detach(self, lease: str) -> dict:
+        return self.call("Detach", "s", [lease])
+
+    def list(self) -> list[dict]:
+        out = self.call("List")
+        assert "body" in out, out
+        return out["body"][0]
+
+    def kill_all(self) -> None:
+        for pid in self.spawned:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.spawned.clear()
+
+
+def leases_on_disk() -> list[dict]:
+    try:
+        return json.loads(Path("/var/lib/pyctr/leases.json").read_text())["leases"]
+    except FileNotFoundError:
+        return []
+
+
+def in_netns(pid: int, argv: list[str]) -> subprocess.CompletedProcess:
+    """Run argv as root inside the network namespace of pid (for checks only)."""
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", *argv], capture_output=True, text=True)
