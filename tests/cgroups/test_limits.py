@@ -1,0 +1,227 @@
+"""`pyctr run --memory/--memory-swap/--cpus/--pids-limit` end to end, as the test users, on this
+machine's cgroup v1, through the real pyctr-helper, system bus and polkitd.
+
+Every test ends with no pyctr cgroup of the test users left (the `no_cgroups_left` fixture).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import pyctr_bus
+from cgworld import pyctr_cgroups, wait_for
+from pyctr_helper.cgroup_tree import detect
+from pyctr_helper.cgroup_v1 import CgroupV1
+
+MiB = 1 << 20
+pytestmark = pytest.mark.usefixtures("no_cgroups_left")
+
+
+@pytest.fixture(autouse=True)
+def _limits_world(helper, polkit, rootfs):
+    if not isinstance(detect(), CgroupV1):
+        pytest.skip("these tests exercise the helper on cgroup v1")
+    polkit.set("allow")
+
+
+def run(user, rootfs, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    *options, command = args
+    return user.pyctr("run", "--rm", "--network", "none", *options, str(rootfs), "sh", "-c",
+                      command, timeout=timeout)
+
+
+def container_cgroup(user, controller: str) -> Path:
+    """The one live pyctr cgroup of `user` in `controller`'s hierarchy."""
+    found = [d for d in pyctr_cgroups({user.uid}) if d.parent.parent.name == controller
+             and (d / "cgroup.procs").read_text().split()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+class Background:
+    """A container that runs until told to stop (SIGTERM to pyctr, which forwards it).
+
+    sh is the container's pid 1, which ignores signals it has no handler for: it traps TERM,
+    then starts the command; tests wait for the command's process before they stop it."""
+
+    def __init__(self, user, rootfs, *options: str, command: str = "sleep 1000") -> None:
+        script = f"trap 'exit 0' TERM; {command} & wait"
+        self.proc = user.pyctr_popen("run", "--rm", "--network", "none", *options, str(rootfs),
+                                     "sh", "-c", script)
+
+    def stop(self) -> subprocess.CompletedProcess:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+
+@pytest.fixture
+def background(user_a, rootfs):
+    started: list[Background] = []
+
+    def start(*options: str, command: str = "sleep 1000") -> Background:
+        bg = Background(user_a, rootfs, *options, command=command)
+        started.append(bg)
+        return bg
+
+    yield start
+    for bg in started:
+        bg.stop()
+
+
+def test_allocating_past_memory_is_oom_killed_and_pyctr_says_so(user_a, rootfs):
+    # busybox dd allocates its block buffer up front and fills it: 100 MiB of anonymous memory.
+    out = run(user_a, rootfs, "--memory", "32m", "exec dd if=/dev/zero of=/dev/null bs=100M count=1")
+    assert out.returncode == 137, out.stderr
+    assert "ran out of memory" in out.stderr
+    assert "--memory 32m" in out.stderr
+
+
+def test_the_same_allocation_fits_under_a_larger_limit(user_a, rootfs):
+    out = run(user_a, rootfs, "--memory", "256m", "exec dd if=/dev/zero of=/dev/null bs=100M count=1")
+    assert out.returncode == 0, out.stderr
+    assert "out of memory" not in out.stderr
+
+
+def test_fork_loop_stops_at_pids_limit(user_a, rootfs):
+    # sh (1 process) starts sleeps until fork fails; it prints how many it started.
+    loop = "i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); echo $i; done"
+    out = run(user_a, rootfs, "--pids-limit", "10", loop)
+    started = [int(x) for x in out.stdout.split()]
+    assert max(started) == 9, (out.stdout, out.stderr)
+    assert "can't fork" in out.stderr
+    unlimited = run(user_a, rootfs, "--pids-limit", "-1", loop + "; kill $(jobs -p) 2>/dev/null; true")
+    assert max(int(x) for x in unlimited.stdout.split()) == 40, unlimited.stderr
+
+
+def test_busy_loop_under_half_a_cpu_gets_about_half_a_core(user_a, rootfs, background):
+    """A measurement of the enforced quota (cpuacct over a few seconds), not of our speed."""
+    bg = background("--cpus", "0.5", command="while :; do :; done")
+    cpuacct = wait_for(lambda: _live_cgroup(user_a, "cpuacct"), timeout=30,
+                       what="the container's cpuacct cgroup")
+    usage = cpuacct / "cpuacct.usage"
+    used0, t0 = int(usage.read_text()), time.monotonic()
+    wait_for(lambda: time.monotonic() - t0 >= 3.0, timeout=10, what="a 3 s measuring window")
+    used1, t1 = int(usage.read_text()), time.monotonic()
+    share = (used1 - used0) / 1e9 / (t1 - t0)
+    assert 0.3 <= share <= 0.7, f"the container used {share:.2f} cores under --cpus 0.5"
+    quota = cpuacct.parent.parent.parent / "cpu" / "pyctr" / cpuacct.name / "cpu.cfs_quota_us"
+    assert quota.read_text().strip() == "50000"
+    assert bg.stop().returncode == 0
+
+
+def _live_cgroup(user, controller: str) -> Path | None:
+    """The container's cgroup once its command runs: sh (its TERM trap set) and its child."""
+    try:
+        found = container_cgroup(user, controller)
+        return found if len((found / "cgroup.procs").read_text().split()) >= 2 else None
+    except (AssertionError, OSError):
+        return None
+
+
+def test_container_sits_in_its_cgroups_and_they_are_gone_after_exit(user_a, rootfs, background):
+    bg = background("--memory", "64m", "--cpus", "1", "--pids-limit", "50")
+    memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
+                      what="the container's memory cgroup")
+    pid = (memory / "cgroup.procs").read_text().split()[0]
+    host_view = dict(line.split(":", 2)[1:] for line in
+                     Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+    path = f"/pyctr/{memory.name}"
+    for controller in ("memory", "cpu", "cpuacct", "pids"):
+        assert host_view[controller] == path, host_view
+    assert bg.stop().returncode == 0
+    wait_for(lambda: not any((Path("/sys/fs/cgroup") / c / path.lstrip("/")).exists()
+                             for c in ("memory", "cpu", "cpuacct", "pids")),
+             timeout=15, what="the container's cgroups to be removed")
+
+
+def test_container_sees_its_cgroup_as_its_root(user_a, rootfs):
+    """pyctr unshares the cgroup namespace after the move: no host path leaks inside."""
+    out = run(user_a, rootfs, "--memory", "64m", "cat /proc/self/cgroup")
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(":", 2)[1:] for line in out.stdout.splitlines())
+    assert lines["memory"] == "/" and "pyctr" not in out.stdout, out.stdout
+
+
+def test_container_cannot_raise_its_limits_from_inside(user_a, rootfs):
+    script = (
+        "cg=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup); "
+        "for f in /sys/fs/cgroup/memory$cg/memory.limit_in_bytes /sys/fs/cgroup/memory.max; do "
+        "  echo -1 > $f 2>/dev/null && echo WROTE $f; done; "
+        "mkdir -p /tmp/cg; "
+        "mount -t cgroup -o memory none /tmp/cg 2>/dev/null && echo MOUNTED v1; "
+        "mount -t cgroup2 none /tmp/cg 2>/dev/null && echo MOUNTED v2; "
+        "echo done")
+    out = run(user_a, rootfs, "--memory", "64m", script)
+    assert out.returncode == 0, out.stderr
+    assert "WROTE" not in out.stdout and "MOUNTED" not in out.stdout, out.stdout
+    assert out.stdout.strip().endswith("done")
+
+
+def test_owner_and_other_users_cannot_touch_the_cgroup_from_the_host(user_a, user_b, rootfs, background):
+    bg = background("--memory", "64m", "--pids-limit", "20")
+    memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
+                      what="the container's memory cgroup")
+    pid = (memory / "cgroup.procs").read_text().split()[0]
+    root_procs = memory.parent.parent / "cgroup.procs"
+    attempts = {
+        "raise the limit": f"echo -1 > {memory}/memory.limit_in_bytes",
+        "move the container out": f"echo {pid} > {root_procs}",
+        "join the cgroup": f"echo $$ > {memory}/cgroup.procs",
+        "remove the cgroup": f"rmdir {memory}",
+        "make a sub-cgroup": f"mkdir {memory}/escape",
+    }
+    for user in (user_a, user_b):
+        for what, command in attempts.items():
+            result = user.run(["sh", "-c", command])
+            assert result.returncode != 0, f"{user.name} could {what}"
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 * MiB)
+    assert pid in (memory / "cgroup.procs").read_text().split()
+    assert bg.stop().returncode == 0
+
+
+def test_request_above_the_admins_maximum_is_refused(user_a, rootfs, helper, tmp_path):
+    config = tmp_path / "helper.toml"
+    config.write_text("[limits.default]\nmax_memory = %d\nmax_pids = 64\n" % (128 * MiB))
+    config.chmod(0o644)
+    helper.restart(config=config)
+    try:
+        over = run(user_a, rootfs, "--memory", "256m", "echo ran")
+        assert over.returncode == 125
+        assert "maximum" in over.stderr and "ran" not in over.stdout
+        assert len(over.stderr.strip().splitlines()) == 1, over.stderr
+        unlimited = run(user_a, rootfs, "--memory", "64m", "--pids-limit", "100", "echo ran")
+        assert unlimited.returncode == 125 and "pids" in unlimited.stderr
+        within = run(user_a, rootfs, "--memory", "128m", "--pids-limit", "64", "echo ran")
+        assert within.returncode == 0, within.stderr
+        assert within.stdout.strip() == "ran"
+    finally:
+        helper.restart()
+
+
+def test_limits_are_refused_not_ignored_without_a_polkit_grant(user_a, rootfs, polkit):
+    polkit.set("deny", actions=[pyctr_bus.ACTION_LIMIT_RESOURCES])
+    out = run(user_a, rootfs, "--memory", "64m", "echo ran")
+    assert out.returncode == 125
+    assert "ran" not in out.stdout
+    assert pyctr_bus.ACTION_LIMIT_RESOURCES in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_unlimited_values_need_no_cgroup_and_no_grant(user_a, rootfs, polkit):
+    polkit.set("deny", actions=[pyctr_bus.ACTION_LIMIT_RESOURCES])
+    out = run(user_a, rootfs, "--memory", "0", "--pids-limit", "-1", "--cpus", "0",
+              "cat /proc/self/cgroup")
+    assert out.returncode == 0, out.stderr
+    assert "pyctr" not in out.stdout
