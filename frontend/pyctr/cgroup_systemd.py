@@ -46,6 +46,15 @@ def write(path: Path, value: str) -> None:
                          f"{path}: {os.strerror(e.errno or 0)}") from None
 
 
+def make_dir(path: Path) -> None:
+    """mkdir in the delegated tree (the kernel fills it with control files)."""
+    try:
+        os.mkdir(path, 0o755)
+    except OSError as e:
+        raise PyctrError(f"cannot enforce the resource limits: creating {path}: "
+                         f"{os.strerror(e.errno or 0)}") from None
+
+
 def limit_files(wanted: Wanted) -> list[tuple[str, str]]:
     """The v2 control files and values for `wanted`, in the order they must be written."""
     out = []
@@ -73,7 +82,7 @@ def arrange(scope: Path, container_pid: int, own_pid: int, wanted: Wanted) -> Pa
                          f"{', '.join(missing)} controller(s) to this user")
     container, supervisor = scope / "container", scope / "supervisor"
     for d in (container, supervisor):
-        os.mkdir(d, 0o755)
+        make_dir(d)
     write(supervisor / "cgroup.procs", str(own_pid))
     write(container / "cgroup.procs", str(container_pid))
     if wanted.controllers():
