@@ -236,3 +236,43 @@ def test_v2_tree_without_controllers_refuses_limits_and_still_manages_cgroups(us
 
 def request_controllers(request: LimitRequest) -> list[str]:
     return CgroupV2._controllers(request)
+
+
+def test_a_failed_move_puts_the_process_back_and_leaves_no_cgroup(driven, user_a, monkeypatch):
+    """The kernel refusing the second hierarchy's move: the first move is undone, then rmdir."""
+    from pyctr_helper.cgroup_tree import CgroupFailure
+    from pyctr_helper.errors import Failed
+
+    backend = driven.service.backend
+    real_move = backend.move
+
+    def move_then_fail(dirs, pid):
+        real_move(dirs[:1], pid)
+        raise CgroupFailure("cannot write to cgroup.procs: No space left on device")
+
+    monkeypatch.setattr(backend, "move", move_then_fail)
+    before = pyctr_cgroups({user_a.uid})
+    caller = _caller(driven, user_a)
+    proc, pidfd = driven.process(user_a)
+    original = _cgroup_of(proc.pid)
+    with pytest.raises(Failed, match="cgroup.procs"):
+        driven.service.limit(caller, pidfd, {"memory": 64 * MiB, "pids": 10})
+    os.close(pidfd)
+    assert _cgroup_of(proc.pid) == original
+    assert pyctr_cgroups({user_a.uid}) == before
+    assert not driven.service.placements
+
+
+def test_a_user_holds_a_bounded_number_of_limited_containers(driven, user_a, monkeypatch):
+    from pyctr_helper import cgroup_service
+
+    monkeypatch.setattr(cgroup_service, "MAX_PER_USER", 2)
+    caller = _caller(driven, user_a)
+    for _ in range(2):
+        _, pidfd = driven.process(user_a)
+        driven.service.limit(caller, pidfd, {"pids": 10})
+        os.close(pidfd)
+    _, pidfd = driven.process(user_a)
+    with pytest.raises(QuotaExceeded, match="at most 2"):
+        driven.service.limit(caller, pidfd, {"pids": 10})
+    os.close(pidfd)
