@@ -33,7 +33,8 @@ def _default_network_mode() -> str:
 def _click_main() -> None:
     import click
 
-    from . import __version__
+    from . import __version__, run_options, state
+    from .errors import UsageError
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="pyctr")
@@ -46,6 +47,32 @@ def _click_main() -> None:
     def run(args: tuple[str, ...]) -> None:
         """Run a command in a new container (see `pyctr run --help`)."""
         sys.exit(_run(list(args)))
+
+    @cli.command(name="ps")
+    def ps() -> None:
+        """List the containers whose state is kept (run without --rm)."""
+        for cid, status in state.list_containers():
+            click.echo(f"{cid[:12]}  {status}")
+
+    @cli.command(name="rm")
+    @click.option("--all", "-a", "everything", is_flag=True, help="remove every exited container")
+    @click.argument("ids", nargs=-1)
+    def rm(everything: bool, ids: tuple[str, ...]) -> None:
+        """Remove exited containers' state (files owned by subordinate ids included)."""
+        known = dict(state.list_containers())
+        chosen = set(known) if everything else set()
+        for prefix in ids:
+            matches = [cid for cid in known if cid.startswith(prefix)]
+            if len(matches) != 1:
+                raise UsageError(f"{prefix!r} names {len(matches) or 'no'} containers")
+            chosen.add(matches[0])
+        running = [cid[:12] for cid in chosen if known[cid] == "running"]
+        if running:
+            raise UsageError(f"still running: {', '.join(running)}")
+        uid_map, gid_map = run_options.default_maps()
+        for cid in sorted(chosen):
+            state.remove_tree(os.path.join(state.containers_dir(), cid), uid_map, gid_map)
+            click.echo(cid[:12])
 
     cli.main(standalone_mode=True)
 

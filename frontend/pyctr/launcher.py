@@ -81,7 +81,8 @@ class _Signals:
 def _hosts_text(spec: ContainerSpec, address: str = "") -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     if address:
-        lines.append(f"{address}\t{spec.hostname} {spec.container_id[:12]}")
+        names = dict.fromkeys((spec.hostname, spec.container_id[:12]))  # once each, in order
+        lines.append(f"{address}\t{' '.join(names)}")
     elif spec.network.mode == "host":
         try:
             with open("/etc/hosts") as f:

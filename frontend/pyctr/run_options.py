@@ -416,6 +416,14 @@ def _check_hostname(name: str) -> str:
     return name
 
 
+def default_maps() -> tuple[tuple, tuple]:
+    """The user's (uid_map, gid_map) without keep-id."""
+    uid, gid = os.getuid(), os.getgid()
+    name = pwd.getpwuid(uid).pw_name
+    return (idmap.build(uid, idmap.subordinate_ranges(idmap.SUBUID, name, uid), False),
+            idmap.build(gid, idmap.subordinate_ranges(idmap.SUBGID, name, uid), False))
+
+
 def build_spec(raw: RawOptions, default_network_mode) -> ContainerSpec:
     """Every check on the user's input happens here, before anything is created."""
     rootfs = Path(os.path.abspath(raw.rootfs))

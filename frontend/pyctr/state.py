@@ -88,6 +88,40 @@ def create(container_id: str) -> ContainerState:
     return ContainerState(path, lock_fd)
 
 
+def _lock_held(path: str) -> bool:
+    try:
+        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def list_containers() -> list[tuple[str, str]]:
+    """(id, "running" | "exited N" | "dead") for every state directory."""
+    base = containers_dir()
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    result = []
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            with open(os.path.join(path, "exited")) as f:
+                result.append((name, f"exited {f.read().strip()}"))
+                continue
+        except OSError:
+            pass
+        result.append((name, "running" if _lock_held(path) else "dead"))
+    return result
+
+
 def collect_garbage(uid_map: tuple[IdMapping, ...], gid_map: tuple[IdMapping, ...]) -> None:
     """Remove the state of containers whose pyctr process died without cleaning up."""
     base = containers_dir()

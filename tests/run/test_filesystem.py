@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from runworld import PYCTR
+
 MASKED = ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
           "/proc/latency_stats")
 MASKED_DIRS = ("/proc/acpi", "/proc/scsi", "/sys/firmware")
@@ -143,3 +145,15 @@ def test_dev_has_the_standard_devices(run_a, rootfs):
     assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd",
             "stdin", "stdout", "stderr"} <= names
     assert "pts/ptmx" in out.stdout
+
+
+def test_ps_lists_kept_containers_and_rm_removes_them(run_a, rootfs):
+    out = run_a.run("--network", "none", str(rootfs), "sh", "-c",
+                    "mkdir /d && touch /d/f && chown -R 1000:1000 /d && exit 3")
+    assert out.returncode == 3, out.stderr
+    [cid] = run_a.containers()
+    ps = run_a.user.run([PYCTR, "ps"], env=run_a.env())
+    assert ps.stdout.split() == [cid[:12], "exited", "3"]
+    rm = run_a.user.run([PYCTR, "rm", cid[:12]], env=run_a.env())
+    assert rm.returncode == 0, rm.stderr
+    assert run_a.containers() == []
