@@ -29,6 +29,7 @@ from .cgroup_target import Target, TargetRefused, resolve, still_same
 from .cgroup_tree import SUBTREE, CgroupBackend, detect, new_name, owner_of, procs
 from .errors import Failed, HelperError, InvalidArgument, QuotaExceeded
 from .lifetime import ExitWatcher, Watch
+from .rollback import UndoStack
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +110,26 @@ class CgroupService:
     def _act(self, caller: Caller, pidfd: int, request: LimitRequest, target: Target) -> Placement:
         backend = self.backend
         name = new_name(caller.uid)
-        dirs = backend.create(name, request)  # on failure, create() leaves nothing behind
-        try:
+        with UndoStack() as undo:
+            dirs = backend.create(name, request)  # a failed create() leaves nothing behind
+            undo.push("cgroup-create", lambda: backend.remove(dirs))
+            # Pushed before the move: a move that failed halfway is undone too.
+            undo.push("cgroup-move", lambda: self._move_back(dirs, target))
             backend.move(dirs, target.pid)
             # If the process died while we moved it, its pid may now be another process's:
-            # put whatever we moved back where the target was, and refuse.
+            # the undo puts whatever we moved back where the target was, and we refuse.
             if not still_same(pidfd, target):
                 raise TargetRefused()
             placement = Placement(name, caller, dirs)
             placement.watch = self.watcher.watch(pidfd, lambda: self._exited(name))
-        except BaseException:
-            for pid in set().union(*(procs(d) for d in dirs)):
-                backend.restore(pid, target.cgroups)
-            backend.remove(dirs)
-            raise
+            undo.commit()
         self.placements[name] = placement
         placement.owner_watch = self._watch_owner(caller, lambda: self._owner_left(name))
         return placement
+
+    def _move_back(self, dirs: list[Path], target: Target) -> None:
+        for pid in set().union(*(procs(d) for d in dirs)):
+            self.backend.restore(pid, target.cgroups)
 
     def _watch_owner(self, caller: Caller, callback: Callable[[], None]) -> Watch | None:
         """Watch the calling process (pyctr), which reads the OOM counter before it exits.
