@@ -85,20 +85,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def measure(user: BenchUser, profile: Profile, sections: set[str], quick: bool,
-            meta: dict) -> list[Case]:
-    cases: list[Case] = []
+def measure(user: BenchUser, profile: Profile, sections: set[str], args: argparse.Namespace,
+            meta: dict, cases: list[Case]) -> None:
+    """Append to `cases` as sections finish, so an interrupted run still reports them."""
     w = world.setup(user)
     timings = meta["section_seconds"] = {}
     t0 = time.monotonic()
     if "start" in sections:
         print("bench: start latency, no network", file=sys.stderr)
-        cases += start.no_network(w, profile)
+        cases.extend(start.no_network(w, profile))
         timings["start"] = round(time.monotonic() - t0)
     if not sections & {"network", "memory", "helper"}:
-        return cases
+        return
     print("bench: waiting for /run/pyctr-tests.lock", file=sys.stderr)
-    with helper_session(user, LOCK_TIMEOUT) as session:
+    with helper_session(user, args.lock_timeout) as session:
         try:
             session.start()
             no_helper = None
@@ -112,25 +112,24 @@ def measure(user: BenchUser, profile: Profile, sections: set[str], quick: bool,
         if "network" in sections:
             t0 = time.monotonic()
             print("bench: start latency with a published port", file=sys.stderr)
-            cases += start.published_port(w, profile, ports[0], ports[1], no_helper)
+            cases.extend(start.published_port(w, profile, ports[0], ports[1], no_helper))
             print("bench: forwarded TCP throughput", file=sys.stderr)
-            cases += throughput.forwarded(
+            cases.extend(throughput.forwarded(
                 w, profile, {"rootlesskit": ports[2], "slirp4netns": ports[3],
-                             "pyctr": ports[4]}, no_helper)
+                             "pyctr": ports[4]}, no_helper))
             print("bench: container to outside", file=sys.stderr)
-            cases += throughput.outside(w, profile, no_helper)
+            cases.extend(throughput.outside(w, profile, no_helper))
             timings["network"] = round(time.monotonic() - t0)
         if "memory" in sections:
             t0 = time.monotonic()
             print("bench: memory", file=sys.stderr)
-            cases += [helper_idle] + memory.measure(w, ports[5], session.pid, no_helper)
+            cases.extend([helper_idle, *memory.measure(w, ports[5], session.pid, no_helper)])
             timings["memory"] = round(time.monotonic() - t0)
         if "helper" in sections:
             t0 = time.monotonic()
             print("bench: helper attach/detach", file=sys.stderr)
-            cases += attach.measure(user, quick, no_helper)
+            cases.extend(attach.measure(user, args.quick, no_helper))
             timings["helper"] = round(time.monotonic() - t0)
-    return cases
 
 
 def leftovers(user: BenchUser) -> list[str]:
@@ -152,6 +151,8 @@ def leftovers(user: BenchUser) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench/run.sh")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few iterations")
+    parser.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, metavar="S",
+                        help="how long to wait for /run/pyctr-tests.lock (default %(default)s)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections of {','.join(SECTIONS)}")
     args = parser.parse_args()
@@ -175,7 +176,7 @@ def main() -> int:
     cases: list[Case] = []
     failure = None
     try:
-        cases = measure(user, profile, sections, args.quick, meta)
+        measure(user, profile, sections, args, meta, cases)
     except (Unavailable, Interrupted, KeyboardInterrupt) as e:
         failure = f"the run stopped early: {e or type(e).__name__}"
     except Exception as e:       # a harness bug: still clean up and report what was measured

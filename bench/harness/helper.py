@@ -14,7 +14,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from .host import (PYCTR_HELPER, REPO, STATE, WORK, BenchUser, Unavailable, run, stop_process,
                    wait_for)
@@ -25,23 +25,20 @@ HELPER_PID_FILE = STATE / "helper.pid"
 BUS_NAME = "org.pyctr.Helper1"
 
 
-@contextmanager
-def world_lock(timeout: float) -> Iterator[None]:
-    with open(WORLD_LOCK, "a") as lock:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"{WORLD_LOCK} stayed busy for {timeout:.0f}s "
-                                      "(a test session uses the helper)")
-                time.sleep(0.5)
+def take_world_lock(timeout: float) -> IO:
+    """The open lock file, flocked; closing it releases the lock."""
+    lock = open(WORLD_LOCK, "a")
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.close()
+                raise Unavailable(f"{WORLD_LOCK} stayed busy for {timeout:.0f}s "
+                                  "(a test session uses the helper)")
+            time.sleep(0.5)
 
 
 def _dbus(method: str, *args: str) -> subprocess.CompletedProcess:
@@ -67,14 +64,17 @@ def helper_pid() -> int | None:
 class HelperSession:
     """Holds the lock, the grant and the helper; `pid` is the helper serving this run."""
 
-    def __init__(self, user: BenchUser) -> None:
+    def __init__(self, user: BenchUser, unavailable: str | None = None) -> None:
         self.user = user
+        self.unavailable = unavailable      # set when the lock could not be taken
         self.proc: subprocess.Popen | None = None
         self.pid: int | None = None
         self.started_here = False
         self.log = WORK / "helper.log"
 
     def start(self) -> None:
+        if self.unavailable:
+            raise Unavailable(self.unavailable)
         if not _bus_ready():
             run(["bash", "-c", f". {REPO}/scripts/lib.sh && start_services"], timeout=60)
             if not _bus_ready():
@@ -143,10 +143,16 @@ def cleanup_stale() -> None:
 
 @contextmanager
 def helper_session(user: BenchUser, lock_timeout: float) -> Iterator[HelperSession]:
-    """Lock, grant, helper; all three undone on the way out, whatever happened."""
-    with world_lock(lock_timeout):
-        session = HelperSession(user)
-        try:
-            yield session
-        finally:
-            session.stop()
+    """Lock, then (on start()) grant and helper; all undone on the way out. Without the
+    lock the session still opens, so podman's cases run, but start() refuses."""
+    try:
+        lock = take_world_lock(lock_timeout)
+    except Unavailable as e:
+        yield HelperSession(user, unavailable=str(e))
+        return
+    session = HelperSession(user)
+    try:
+        yield session
+    finally:
+        session.stop()
+        lock.close()
