@@ -19,7 +19,7 @@ import traceback
 from datetime import datetime, timezone
 
 from . import attach, memory, start, throughput, world
-from .helper import cleanup_stale, helper_session
+from .helper import HelperSession, cleanup_stale, helper_session
 from .host import PYCTR, REPO, RUNTIME_DIR, WORK, BenchUser, Unavailable, run
 from .profile import FULL, QUICK, Profile
 from .results import Case, Target, table, verdicts, write_json
@@ -98,38 +98,50 @@ def measure(user: BenchUser, profile: Profile, sections: set[str], args: argpars
     if not sections & {"network", "memory", "helper"}:
         return
     print("bench: waiting for /run/pyctr-tests.lock", file=sys.stderr)
-    with helper_session(user, args.lock_timeout) as session:
-        try:
-            session.start()
-            no_helper = None
-        except Unavailable as e:
-            no_helper = f"helper unavailable: {e}"
-        meta["helper"] = {"pid": session.pid, "started_by_bench": session.started_here,
-                          "unavailable": no_helper}
-        ports = free_ports(6)
-        helper_idle = memory.helper_case("pyctr-helper, idle (before any container)",
-                                         session.pid)
-        if "network" in sections:
-            t0 = time.monotonic()
-            print("bench: start latency with a published port", file=sys.stderr)
-            cases.extend(start.published_port(w, profile, ports[0], ports[1], no_helper))
-            print("bench: forwarded TCP throughput", file=sys.stderr)
-            cases.extend(throughput.forwarded(
-                w, profile, {"rootlesskit": ports[2], "slirp4netns": ports[3],
-                             "pyctr": ports[4]}, no_helper))
-            print("bench: container to outside", file=sys.stderr)
-            cases.extend(throughput.outside(w, profile, no_helper))
-            timings["network"] = round(time.monotonic() - t0)
-        if "memory" in sections:
-            t0 = time.monotonic()
-            print("bench: memory", file=sys.stderr)
-            cases.extend([helper_idle, *memory.measure(w, ports[5], session.pid, no_helper)])
-            timings["memory"] = round(time.monotonic() - t0)
-        if "helper" in sections:
-            t0 = time.monotonic()
-            print("bench: helper attach/detach", file=sys.stderr)
-            cases.extend(attach.measure(user, args.quick, no_helper))
-            timings["helper"] = round(time.monotonic() - t0)
+    session = None
+    try:
+        with helper_session(user, args.lock_timeout) as session:
+            _with_helper(w, session, profile, sections, args, meta, cases)
+    finally:
+        if session is not None and session.left_behind:
+            meta["helper_left_behind"] = session.left_behind
+
+
+def _with_helper(w: world.World, session: HelperSession, profile: Profile,
+                 sections: set[str], args: argparse.Namespace, meta: dict,
+                 cases: list[Case]) -> None:
+    timings = meta["section_seconds"]
+    try:
+        session.start()
+        no_helper = None
+    except Unavailable as e:
+        no_helper = f"helper unavailable: {e}"
+    meta["helper"] = {"pid": session.pid, "started_by_bench": session.started_here,
+                      "unavailable": no_helper}
+    ports = free_ports(6)
+    helper_idle = memory.helper_case("pyctr-helper, idle (before any container)",
+                                     session.pid)
+    if "network" in sections:
+        t0 = time.monotonic()
+        print("bench: start latency with a published port", file=sys.stderr)
+        cases.extend(start.published_port(w, profile, ports[0], ports[1], no_helper))
+        print("bench: forwarded TCP throughput", file=sys.stderr)
+        cases.extend(throughput.forwarded(
+            w, profile, {"rootlesskit": ports[2], "slirp4netns": ports[3],
+                         "pyctr": ports[4]}, no_helper))
+        print("bench: container to outside", file=sys.stderr)
+        cases.extend(throughput.outside(w, profile, no_helper))
+        timings["network"] = round(time.monotonic() - t0)
+    if "memory" in sections:
+        t0 = time.monotonic()
+        print("bench: memory", file=sys.stderr)
+        cases.extend([helper_idle, *memory.measure(w, ports[5], session.pid, no_helper)])
+        timings["memory"] = round(time.monotonic() - t0)
+    if "helper" in sections:
+        t0 = time.monotonic()
+        print("bench: helper attach/detach", file=sys.stderr)
+        cases.extend(attach.measure(w.user, args.quick, no_helper))
+        timings["helper"] = round(time.monotonic() - t0)
 
 
 def leftovers(user: BenchUser) -> list[str]:
@@ -191,7 +203,8 @@ def main() -> int:
         problems = world.cleanup(user)
     meta["loadavg_end"] = os.getloadavg()
     meta["seconds"] = round((datetime.now(timezone.utc) - started).total_seconds())
-    left = leftovers(user)
+    left = leftovers(user) + [f"host network state changed while the bench held the lock: {l}"
+                              for l in meta.get("helper_left_behind", [])]
     meta.update(cleanup_problems=stale + problems, leftovers=left, failure=failure)
 
     print(table(cases))

@@ -67,6 +67,7 @@ class HelperSession:
     def __init__(self, user: BenchUser, unavailable: str | None = None) -> None:
         self.user = user
         self.unavailable = unavailable      # set when the lock could not be taken
+        self.left_behind: list[str] = []    # host changes from taking the lock to leaving it
         self.proc: subprocess.Popen | None = None
         self.pid: int | None = None
         self.started_here = False
@@ -151,8 +152,23 @@ def helper_session(user: BenchUser, lock_timeout: float) -> Iterator[HelperSessi
         yield HelperSession(user, unavailable=str(e))
         return
     session = HelperSession(user)
+    before = host_network_state()
     try:
         yield session
     finally:
         session.stop()
+        # Still under the lock, so no other helper can have changed these meanwhile.
+        after = host_network_state()
+        session.left_behind = sorted(f"+ {l}" for l in after - before) + \
+            sorted(f"- {l}" for l in before - after)
         lock.close()
+
+
+def host_network_state() -> set[str]:
+    """Links and iptables rules, the way tests/conftest.py's unchanged_host sees them."""
+    lines = {f"link {l.split(':')[1].strip().split('@')[0]}"
+             for l in run(["ip", "-o", "link", "show"], timeout=10).stdout.splitlines()}
+    for table in ("nat", "filter"):
+        out = run(["iptables-legacy", "-t", table, "-S"], timeout=10).stdout
+        lines |= {f"iptables -t {table} {l}" for l in out.splitlines() if l.strip()}
+    return lines
