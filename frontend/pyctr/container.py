@@ -17,10 +17,9 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import termios
 
-from . import capabilities, idmap, netconf, rootfs
+from . import capabilities, channel, idmap, netconf, rootfs
 from . import syscalls as sc
 from .spec import ContainerSpec
 
@@ -38,16 +37,9 @@ class Paths:
         self.merged = merged
 
 
-def _send(sock: socket.socket, text: str, fds: list[int] | None = None) -> None:
-    if fds:
-        socket.send_fds(sock, [text.encode()], fds)
-    else:
-        sock.send(text.encode())
-
-
-def _fail(sock: socket.socket, kind: str, detail: str, code: int) -> None:
+def _fail(sock, kind: str, detail: str, code: int) -> None:
     try:
-        _send(sock, f"{kind} {detail}")
+        channel.send(sock, f"{kind} {detail}")
     finally:
         os._exit(code)
 
@@ -65,12 +57,12 @@ def _reset_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def userns_child(spec: ContainerSpec, paths: Paths, sock: socket.socket) -> None:
+def userns_child(spec: ContainerSpec, paths: Paths, sock) -> None:
     """Process C. Never returns."""
     try:
         _reset_signals()
         sc.unshare(sc.CLONE_NEWUSER)
-        _send(sock, "userns")
+        channel.send(sock, "userns")
         if sock.recv(64) != b"maps":
             os._exit(125)
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
@@ -80,20 +72,20 @@ def userns_child(spec: ContainerSpec, paths: Paths, sock: socket.socket) -> None
         pid = os.fork()
         if pid == 0:
             container_main(spec, paths, sock)
-        _send(sock, f"pid {pid}")
+        channel.send(sock, f"pid {pid}")
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - everything becomes one line for pyctr
         _fail(sock, "error", _describe(e), 125)
 
 
-def _open_pty(spec: ContainerSpec, sock: socket.socket) -> None:
+def _open_pty(spec: ContainerSpec, sock) -> None:
     """A pty from the container's own devpts; the master goes to pyctr, the slave
     becomes the controlling terminal and CMD's stdio."""
     master, slave = os.openpty()
     if not spec.init:  # with --init, CMD (not the init) gets the controlling terminal
         os.setsid()
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    _send(sock, "ready", [master])
+    channel.send(sock, "ready", [master])
     os.close(master)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
@@ -101,7 +93,7 @@ def _open_pty(spec: ContainerSpec, sock: socket.socket) -> None:
         os.close(slave)
 
 
-def _parent_gone(sock: socket.socket) -> bool:
+def _parent_gone(sock) -> bool:
     """pyctr never writes after "go": the socket turning readable means pyctr's end closed."""
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
@@ -128,7 +120,7 @@ def _drop_privileges(spec: ContainerSpec, last_cap: int) -> None:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def container_main(spec: ContainerSpec, paths: Paths, sock: socket.socket) -> None:
+def container_main(spec: ContainerSpec, paths: Paths, sock) -> None:
     """Process G, pid 1 of the container. Never returns."""
     try:
         last_cap = capabilities.last_cap()
@@ -141,7 +133,7 @@ def container_main(spec: ContainerSpec, paths: Paths, sock: socket.socket) -> No
         if spec.tty:
             _open_pty(spec, sock)
         else:
-            _send(sock, "ready")
+            channel.send(sock, "ready")
             if not spec.interactive:
                 null = os.open("/dev/null", os.O_RDONLY)
                 os.dup2(null, 0)
@@ -182,7 +174,7 @@ def _check_cwd() -> None:
         raise OSError(errno.ENOENT, "the working directory is outside the container")
 
 
-def _exec(spec: ContainerSpec, sock: socket.socket) -> None:
+def _exec(spec: ContainerSpec, sock) -> None:
     env = dict(spec.env)
     try:
         os.execvpe(spec.command[0], list(spec.command), env)
@@ -193,7 +185,7 @@ def _exec(spec: ContainerSpec, sock: socket.socket) -> None:
         _fail(sock, "exec", f"{errno.EINVAL} {spec.command[0]}: {_describe(e)}", 126)
 
 
-def _run_init(spec: ContainerSpec, sock: socket.socket) -> None:
+def _run_init(spec: ContainerSpec, sock) -> None:
     """--init: stay pid 1, forward signals to CMD, reap every zombie, exit as CMD did."""
     child = os.fork()
     if child == 0:

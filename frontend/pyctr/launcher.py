@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 
-from . import container, idmap, state
+from . import channel, container, idmap, state
 from . import syscalls as sc
 from .errors import CommandNotExecutable, CommandNotFound, PyctrError
 from .spec import ContainerSpec
@@ -123,9 +122,9 @@ def _raise_for(msg: bytes) -> None:
     raise PyctrError(f"unexpected message from the container: {text[:80]!r}")
 
 
-def _recv(sock: socket.socket, expect: str) -> tuple[list[str], list[int]]:
+def _recv(sock, expect: str) -> tuple[list[str], list[int]]:
     """One message from the container side, which must be `expect`."""
-    msg, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
+    msg, fds = channel.recv(sock)
     words = msg.decode(errors="replace").split()
     if words and words[0] == expect:
         return words, fds
@@ -141,7 +140,7 @@ class Launch:
     def __init__(self, spec: ContainerSpec) -> None:
         self.spec = spec
         self.state: state.ContainerState | None = None
-        self.sock: socket.socket | None = None
+        self.sock = None  # pyctr's end of the channel until the exec
         self.pid = 0          # G, host pid
         self.pidfd = -1
         self.setup = None      # network.NetworkSetup, once attached
@@ -160,7 +159,7 @@ class Launch:
         _write_etc_files(st, spec)
         paths = container.Paths(st.path, st.upper, st.work, st.merged)
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent_sock, child_sock = channel.pair()
         self.sock = parent_sock
         c_pid = os.fork()
         if c_pid == 0:

@@ -167,6 +167,10 @@ def _mount_at(root: str, destination: str, source: str | None, fstype: str | Non
 
 def _mount_overlay(spec: ContainerSpec, upper: str, work: str, merged: str) -> None:
     lower = str(spec.rootfs)
+    for path in (lower, upper, work):
+        if any(c in path for c in ",:\\"):
+            # overlayfs's option syntax has no reliable escape for these.
+            raise MountError(f"{path}: overlayfs cannot use a path containing ',', ':' or '\\'")
     data = f"lowerdir={lower},upperdir={upper},workdir={work}"
     sc.mount("overlay", merged, "overlay", 0, data)
 

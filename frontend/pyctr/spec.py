@@ -1,21 +1,22 @@
 """What a container is, as typed values.
 
-The CLI parses options into these frozen dataclasses once; nothing below it sees raw
+The CLI parses options into these frozen value types once; nothing below it sees raw
 option strings. Each type checks its own invariants in __post_init__ so a bad value
-cannot exist, whichever code built it.
+cannot exist, whichever code built it. `@frozen` (record.py) behaves like
+`@dataclass(frozen=True)` without dataclasses' import cost on `pyctr run`'s start path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
+from .record import frozen
 
 PROTOCOLS = ("tcp", "udp")
 
 
-@dataclass(frozen=True)
+@frozen
 class PortMapping:
     """One published port. host_port 0 lets the helper choose; host_ip "" is every address."""
 
@@ -37,7 +38,7 @@ class PortMapping:
         return f"{host}{self.host_port}->{self.container_port}/{self.protocol}"
 
 
-@dataclass(frozen=True)
+@frozen
 class NetworkConfig:
     """mode is "none", "host" or "bridge"; name is the helper network for bridge mode."""
 
@@ -54,7 +55,7 @@ class NetworkConfig:
             raise UsageError(f"-p needs a bridge network; --network {self.mode} cannot publish ports")
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     """A bind mount (source set) or a tmpfs (source None) at destination inside the rootfs."""
 
@@ -68,7 +69,7 @@ class Mount:
             raise UsageError(f"mount destination {self.destination!r} is not an absolute path")
 
 
-@dataclass(frozen=True)
+@frozen
 class IdMapping:
     """One line of a uid_map or gid_map: ids [inside, inside+count) are [outside, outside+count)."""
 
@@ -77,7 +78,7 @@ class IdMapping:
     count: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Resources:
     """Limits; None means the option was not given (and nothing is set up for it)."""
 
@@ -91,7 +92,7 @@ class Resources:
         return any(v is not None for v in (self.memory, self.memory_swap, self.cpus, self.pids))
 
 
-@dataclass(frozen=True)
+@frozen
 class User:
     """The identity CMD runs as inside the container."""
 
@@ -100,7 +101,7 @@ class User:
     additional_gids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerSpec:
     rootfs: Path
     command: tuple[str, ...]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass
 
 from . import idmap, syscalls
 from .errors import PyctrError
@@ -33,10 +32,12 @@ def containers_dir() -> str:
     return os.path.join(data_dir(), "containers")
 
 
-@dataclass
 class ContainerState:
-    path: str
-    lock_fd: int
+    """A created state directory and the descriptor holding its lock."""
+
+    def __init__(self, path: str, lock_fd: int) -> None:
+        self.path = path
+        self.lock_fd = lock_fd
 
     @property
     def upper(self) -> str:
