@@ -164,16 +164,27 @@ def _open_overlay_workdir(path: str) -> None:
 
 
 def _rmtree(path: str) -> None:
-    """shutil.rmtree without shutil's import cost; never follows a symlink."""
-    for _root, dirs, files, root_fd in os.fwalk(path, topdown=False):
-        for name in files:
-            os.unlink(name, dir_fd=root_fd)
-        for name in dirs:
-            try:
-                os.rmdir(name, dir_fd=root_fd)
-            except NotADirectoryError:  # a symlink to a directory
-                os.unlink(name, dir_fd=root_fd)
-    os.rmdir(path)
+    """shutil.rmtree without its import cost: descriptor-relative, never follows a symlink
+    (the container wrote the upper layer: anything in it may be a symlink)."""
+    parent_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _rmtree_at(parent_fd, os.path.basename(path))
+    finally:
+        os.close(parent_fd)
+
+
+def _rmtree_at(dir_fd: int, name: str) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    _rmtree_at(fd, entry.name)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
 
 
 def remove_tree(path: str, uid_map: tuple[IdMapping, ...], gid_map: tuple[IdMapping, ...]) -> None:
