@@ -6,7 +6,8 @@ import pytest
 
 from pyctr import capabilities, idmap
 from pyctr.errors import UsageError
-from pyctr.run_options import parse_argv, parse_publish, parse_resources, parse_size
+from pyctr.option_values import parse_publish, parse_size
+from pyctr.run_options import parse_argv, parse_resources
 from pyctr.spec import IdMapping, PortMapping
 
 
