@@ -28,7 +28,7 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 
 
 class Paths:
-    """The host paths G needs before pivot_root (plain strings: picklable, no I/O)."""
+    """The host paths G needs before pivot_root (the state directory's parts)."""
 
     def __init__(self, state_dir: str, upper: str, work: str, merged: str) -> None:
         self.state_dir = state_dir
@@ -187,9 +187,13 @@ def _exec(spec: ContainerSpec, sock) -> None:
 
 def _run_init(spec: ContainerSpec, sock) -> None:
     """--init: stay pid 1, forward signals to CMD, reap every zombie, exit as CMD did."""
+    # A signal pyctr forwards before the handlers below exist would be dropped (pid 1
+    # ignores what it does not handle): hold them until the handlers are in place.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     child = os.fork()
     if child == 0:
         _reset_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
         if spec.tty:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -204,6 +208,7 @@ def _run_init(spec: ContainerSpec, sock) -> None:
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
