@@ -82,6 +82,10 @@ def _open_pty(spec: ContainerSpec, sock) -> None:
     """A pty from the container's own devpts; the master goes to pyctr, the slave
     becomes the controlling terminal and CMD's stdio."""
     master, slave = os.openpty()
+    # /dev/console is the container's terminal too, as crun and runc set it up.
+    console = "/dev/console"
+    os.close(os.open(console, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    sc.mount(os.ttyname(slave), console, None, sc.MS_BIND)
     if not spec.init:  # with --init, CMD (not the init) gets the controlling terminal
         os.setsid()
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)

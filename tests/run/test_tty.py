@@ -34,7 +34,8 @@ def test_tty_gives_a_container_pty_that_follows_the_window_and_restores_the_mode
     _set_size(slave, 33, 99)
     mode_before = termios.tcgetattr(slave)
     u = run_a.user
-    script = "tty; stty size; echo READY; read line; stty size; echo got $line; exit 3"
+    script = ("tty; stty size; [ -c /dev/console ] && echo console-ok; echo READY; read line; "
+              "stty size; echo got $line; exit 3")
     p = subprocess.Popen([PYCTR, "run", "--rm", "--network", "none", "-it", str(rootfs), "sh", "-c",
                           script], stdin=slave, stdout=slave, stderr=slave, user=u.uid, group=u.gid,
                          extra_groups=[], env=run_a.env(u.env()), start_new_session=True,
@@ -42,7 +43,7 @@ def test_tty_gives_a_container_pty_that_follows_the_window_and_restores_the_mode
     seen = bytearray()
     try:
         _read_until(master, b"READY", seen)
-        assert b"/dev/pts/0" in seen and b"33 99" in seen
+        assert b"/dev/pts/0" in seen and b"33 99" in seen and b"console-ok" in seen
         _set_size(slave, 44, 111)
         os.kill(p.pid, signal.SIGWINCH)
         os.write(master, b"hello\n")
