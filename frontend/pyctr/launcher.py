@@ -54,9 +54,8 @@ class _Signals:
     """Before the exec, a forwarded signal aborts the start; afterwards it goes to G."""
 
     def __init__(self) -> None:
-        self.target = 0
-        self.started = False
-        self.pending: list[int] = []
+        self.target = 0        # G's pid, once known
+        self.started = False   # set when "go" is sent: from then on, signals are CMD's
 
     def handler(self, signum: int, _frame) -> None:
         if self.started and self.target:
@@ -72,7 +71,7 @@ class _Signals:
             signal.signal(sig, self.handler)
 
     def quiet(self) -> None:
-        """During cleanup nothing may interrupt us; a second Ctrl-C still ends the wait."""
+        """Cleanup must run to the end: ignore the forwarded signals while it does."""
         for sig in container.FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 
