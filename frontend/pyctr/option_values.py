@@ -116,6 +116,8 @@ def parse_volume(spec: str) -> Mount:
         raise UsageError(f"-v {spec}: {source} does not exist")
     if not dst.startswith("/"):
         raise UsageError(f"-v {spec}: DST must be an absolute path")
+    if os.path.normpath(dst) == "/":
+        raise UsageError(f"-v {spec}: DST cannot be the container's root")
     return Mount(destination=os.path.normpath(dst), source=source, read_only=read_only)
 
 
@@ -124,8 +126,8 @@ _TMPFS_OPTIONS = ("ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec"
 
 def parse_tmpfs(spec: str) -> Mount:
     dst, _, opts = spec.partition(":")
-    if not dst.startswith("/"):
-        raise UsageError(f"--tmpfs {spec}: DST must be an absolute path")
+    if not dst.startswith("/") or os.path.normpath(dst) == "/":
+        raise UsageError(f"--tmpfs {spec}: DST must be an absolute path other than /")
     options = []
     read_only = False
     for opt in filter(None, opts.split(",")):

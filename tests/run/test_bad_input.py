@@ -13,6 +13,7 @@ def _cases(rootfs: str, scratch: str) -> list[tuple[str, list[str], int]]:
         ("-v source missing", ["-v", "/no/such/src:/data", rootfs, "true"], 125),
         ("-v without destination", ["-v", scratch, rootfs, "true"], 125),
         ("-v relative destination", ["-v", f"{scratch}:data", rootfs, "true"], 125),
+        ("-v onto the root", ["-v", f"{scratch}:/", rootfs, "true"], 125),
         ("-v unknown option", ["-v", f"{scratch}:/data:rx", rootfs, "true"], 125),
         ("-v onto a file with a directory", ["-v", f"{scratch}:/etc/passwd", rootfs, "true"], 125),
         ("-e without a name", ["-e", "=value", rootfs, "true"], 125),
