@@ -67,15 +67,31 @@ class ContainerState:
         self.write("exited", f"{code}\n")
 
 
+GC_LOCK = ".gc.lock"  # shared while a state directory is being created, exclusive for GC
+
+
+def _gc_lock(base: str, operation: int) -> int:
+    fd = os.open(os.path.join(base, GC_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def create(container_id: str) -> ContainerState:
     base = containers_dir()
+    path = os.path.join(base, container_id)
     try:
         os.makedirs(base, mode=0o700, exist_ok=True)
-        path = os.path.join(base, container_id)
-        os.mkdir(path, 0o700)
+        # Between mkdir and flock the new directory has no held lock: keep a concurrent
+        # `pyctr run`'s garbage collection out of that window.
+        gc_fd = _gc_lock(base, fcntl.LOCK_SH)
     except OSError as e:
         raise PyctrError(f"cannot create the container's state under {base}: {e.strerror}") from None
     try:
+        os.mkdir(path, 0o700)
         lock_fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         for name in ("upper", "work", "merged"):
@@ -86,6 +102,8 @@ def create(container_id: str) -> ContainerState:
         except OSError:
             pass
         raise PyctrError(f"cannot create the container's state in {path}: {e.strerror}") from None
+    finally:
+        os.close(gc_fd)
     return ContainerState(path, lock_fd)
 
 
@@ -112,6 +130,8 @@ def list_containers() -> list[tuple[str, str]]:
         return []
     result = []
     for name in names:
+        if name.startswith("."):
+            continue
         path = os.path.join(base, name)
         try:
             with open(os.path.join(path, "exited")) as f:
@@ -128,11 +148,20 @@ def collect_garbage(uid_map: tuple[IdMapping, ...], gid_map: tuple[IdMapping, ..
     base = containers_dir()
     try:
         names = os.listdir(base)
+        gc_fd = _gc_lock(base, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return
+        return  # nothing to collect, or another pyctr is creating or collecting right now
+    try:
+        _collect(base, names, uid_map, gid_map)
+    finally:
+        os.close(gc_fd)
+
+
+def _collect(base: str, names: list[str], uid_map: tuple[IdMapping, ...],
+             gid_map: tuple[IdMapping, ...]) -> None:
     for name in names:
         path = os.path.join(base, name)
-        if os.path.exists(os.path.join(path, "exited")):
+        if name.startswith(".") or os.path.exists(os.path.join(path, "exited")):
             continue
         try:
             fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)

@@ -45,7 +45,7 @@ class Runner:
 
     def containers(self) -> list[str]:
         d = self.data_home / "pyctr" / "containers"
-        return sorted(os.listdir(d)) if d.exists() else []
+        return sorted(n for n in os.listdir(d) if not n.startswith(".")) if d.exists() else []
 
     def assert_nothing_left(self, marker: str | None = None) -> None:
         """No state directory, no mount naming our data dir, no process naming the marker."""

@@ -155,3 +155,12 @@ def test_ps_lists_kept_containers_and_rm_removes_them(run_a, rootfs):
     rm = run_a.user.run([PYCTR, "rm", cid[:12]], env=run_a.env())
     assert rm.returncode == 0, rm.stderr
     assert run_a.containers() == []
+
+
+def test_concurrent_runs_of_one_user_do_not_collect_each_other(run_a, rootfs):
+    procs = [run_a.popen("--rm", "--network", "none", str(rootfs), "sh", "-c", "echo x > /f; cat /f")
+             for _ in range(6)]
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    assert [r[2] for r in results] == [0] * 6, [r[1] for r in results]
+    assert all(r[0] == "x\n" for r in results)
+    assert run_a.containers() == []
