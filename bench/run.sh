@@ -36,6 +36,14 @@ for f in /etc/subuid /etc/subgid; do
     }
 done
 
+# One bench run at a time: each run's first step removes whatever an earlier one left,
+# which would pull the world from under a run in progress.
+exec 9>>/run/pyctr-bench.lock
+if ! flock -n 9; then
+    echo "bench: another bench/run.sh is running; waiting for it (at most 15 minutes)" >&2
+    flock -w 900 9 || { echo "bench: gave up waiting for /run/pyctr-bench.lock" >&2; exit 1; }
+fi
+
 # The harness bounds itself; this is the backstop. SIGTERM lets it clean up, SIGKILL
 # a minute later does not, and the next run then removes what was left.
 cd "$here"

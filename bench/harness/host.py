@@ -72,7 +72,7 @@ def run(argv: Sequence[str], timeout: float = 60, check: bool = False,
     except subprocess.TimeoutExpired:
         raise Unavailable(f"`{' '.join(argv[:3])} ...` did not finish within {timeout:.0f}s")
     except FileNotFoundError as e:
-        raise Unavailable(f"{e.filename} is not installed")
+        raise Unavailable(f"{e.filename}: no such file or directory")
     if check and proc.returncode != 0:
         raise Unavailable(f"`{' '.join(argv)}` failed: {last_line(proc.stderr or proc.stdout)}")
     return proc
