@@ -153,3 +153,20 @@ def test_netconf_sets_the_leased_address_and_default_route(user_a):
     assert "inet 10.1.2.3/24" in out.stdout
     assert "default via 10.1.2.1 dev v0" in out.stdout
     assert "LOOPBACK,UP" in out.stdout
+
+
+def test_init_holds_no_pyctr_descriptor(run_a, rootfs):
+    out = run_a.run("--rm", "--network", "none", "--init", str(rootfs), "ls", "/proc/1/fd")
+    assert out.returncode == 0, out.stderr
+    assert sorted(int(x) for x in out.stdout.split()) == [0, 1, 2]
+
+
+def test_init_reaps_orphaned_zombies(run_a, rootfs):
+    # The subshell exits at once; its background sleep is re-parented to pid 1, the init,
+    # which must reap it when it exits. Poll (bounded) until no zombie is left.
+    script = ("(sleep 0.05 &); "
+              "for i in $(seq 200); do ps -o stat,comm | grep -q '^Z' || break; sleep 0.05; done; "
+              "sleep 0.1; ps -o stat,comm")
+    out = run_a.run("--rm", "--network", "none", "--init", str(rootfs), "sh", "-c", script)
+    assert out.returncode == 0, out.stderr
+    assert not [l for l in out.stdout.splitlines() if l.startswith("Z")], out.stdout
