@@ -22,7 +22,7 @@ from . import attach, memory, start, throughput, world
 from .helper import HelperSession, cleanup_stale, helper_session
 from .host import PYCTR, REPO, RUNTIME_DIR, WORK, BenchUser, Unavailable, run
 from .profile import FULL, QUICK, Profile
-from .results import Case, Target, table, verdicts, write_json
+from .results import Case, Target, header, table, verdicts, write_json
 
 SECTIONS = ("start", "network", "memory", "helper")
 RESULTS = REPO / "bench" / "results"
@@ -207,6 +207,7 @@ def main() -> int:
                               for l in meta.get("helper_left_behind", [])]
     meta.update(cleanup_problems=stale + problems, leftovers=left, failure=failure)
 
+    print(header(meta))
     print(table(cases))
     text, judged = verdicts(TARGETS, cases)
     print(text)

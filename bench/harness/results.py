@@ -58,12 +58,12 @@ class Case:
     def spread(self) -> str:
         if self.given_spread is not None:
             return self.given_spread
-        if len(self.samples) < 4:
-            return f"n={len(self.samples)}" + (
-                f" {fmt(min(self.samples))}..{fmt(max(self.samples))}" if len(self.samples) > 1
-                else "")
+        n = len(self.samples)
+        if n < 8:       # too few for quartiles: the whole range
+            return f"{fmt(min(self.samples))}..{fmt(max(self.samples))} n={n}" if n > 1 \
+                else f"n={n}"
         q1, _, q3 = statistics.quantiles(self.samples, n=4)
-        return f"IQR {fmt(q1)}..{fmt(q3)}"
+        return f"IQR {fmt(q1)}..{fmt(q3)} n={n}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,15 @@ def judge(target: Target, cases: list[Case]) -> tuple[str, float | None, str]:
     ratio = subject.median / anchor.median
     ok = ratio <= target.bound if target.at_most else ratio >= target.bound
     return ("PASS" if ok else "FAIL"), ratio, ""
+
+
+def header(meta: dict) -> str:
+    v = meta["versions"]
+    return (f"pyctr {v['pyctr']} on {meta['host']['kernel']}, {meta['host']['cpus']} CPUs, "
+            f"load {meta['host']['loadavg_start'][0]:.2f} at start"
+            f"{' (--quick)' if meta['quick'] else ''}\nanchors: " +
+            ", ".join(v[k] for k in ("podman", "crun", "runc", "bwrap", "slirp4netns",
+                                     "iperf3", "hyperfine")))
 
 
 def table(cases: list[Case]) -> str:
