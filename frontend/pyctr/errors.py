@@ -17,6 +17,10 @@ class UsageError(PyctrError):
     """Bad input: an option, a path, a name."""
 
 
+class MountError(PyctrError):
+    """A mount the container needs cannot be made (a destination escaping the rootfs...)."""
+
+
 class CommandNotFound(PyctrError):
     exit_code = EXIT_NOT_FOUND
 

@@ -16,7 +16,7 @@ import os
 import stat
 
 from . import syscalls as sc
-from .errors import PyctrError
+from .errors import MountError
 from .spec import ContainerSpec, Mount
 
 MASKED_PATHS = (
@@ -36,10 +36,6 @@ READ_ONLY_ROOT_TMPFS = ("/tmp", "/var/tmp", "/run")
 _ST_TO_MS = ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV),
              (os.ST_NOEXEC, sc.MS_NOEXEC), (os.ST_NOATIME, sc.MS_NOATIME),
              (os.ST_NODIRATIME, sc.MS_NODIRATIME), (os.ST_RELATIME, sc.MS_RELATIME))
-
-
-class MountError(PyctrError):
-    pass
 
 
 def _walk(root: str, path: str) -> tuple[list[str], list[str]]:
