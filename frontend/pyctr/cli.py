@@ -90,3 +90,11 @@ def main() -> None:
     except PyctrError as e:
         print(f"pyctr: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except OSError as e:
+        # Something the checks did not foresee: still one line and docker's 125, not a
+        # traceback (PYCTR_DEBUG=1 shows it).
+        if os.environ.get("PYCTR_DEBUG"):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pyctr: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(125)

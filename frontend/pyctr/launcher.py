@@ -214,60 +214,63 @@ class Launch:
             from . import terminal  # only with -t
             status = terminal.relay(self.tty_master, self.pid, self.spec.interactive)
         else:
-            while True:
-                try:
-                    _, status = os.waitpid(self.pid, 0)
-                    break
-                except InterruptedError:
-                    continue
+            _, status = os.waitpid(self.pid, 0)  # forwarded signals interrupt, PEP 475 resumes
         self.reaped = True
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code
 
     def cleanup(self, exit_code: int | None) -> None:
-        """Undo everything, in reverse order; runs on every path."""
+        """Undo everything, in reverse order; runs on every path, and a failing step does
+        not stop the ones after it."""
         errors: list[str] = []
+
+        def attempt(step, *args) -> object:
+            try:
+                return step(*args)
+            except Exception as e:  # noqa: BLE001 - reported, then the next step runs
+                errors.append(str(e) or type(e).__name__)
+                return None
+
         if self.sock is not None:
-            self.sock.close()
+            attempt(self.sock.close)
         if self.tty_master >= 0:
-            os.close(self.tty_master)
+            attempt(os.close, self.tty_master)
         if self.pid and not self.reaped:
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
+            attempt(_kill_and_reap, self.pid, self.pidfd)
         if self.pidfd >= 0:
-            os.close(self.pidfd)
+            attempt(os.close, self.pidfd)
         if self.placement is not None:
             from . import cgroups
-            try:
-                note = cgroups.release(self.placement)
-                if note:
-                    print(f"pyctr: {note}", file=sys.stderr)
-            except PyctrError as e:
-                errors.append(str(e))
+            note = attempt(cgroups.release, self.placement)
+            if note:
+                print(f"pyctr: {note}", file=sys.stderr)
         if self.setup is not None:
             from . import network
-            try:
-                network.detach(self.setup)
-            except PyctrError as e:
-                errors.append(str(e))
+            attempt(network.detach, self.setup)
         st = self.state
         if st is not None:
             if self.spec.remove or not self.exec_done or exit_code is None:
-                try:
-                    state.remove_tree(st.path, self.spec.uid_map, self.spec.gid_map)
-                except PyctrError as e:
-                    errors.append(str(e))
+                attempt(state.remove_tree, st.path, self.spec.uid_map, self.spec.gid_map)
             else:
-                st.mark_exited(exit_code)
-            os.close(st.lock_fd)
+                attempt(st.mark_exited, exit_code)
+            attempt(os.close, st.lock_fd)
         for e in errors:
             print(f"pyctr: cleanup: {e}", file=sys.stderr)
+
+
+def _kill_and_reap(pid: int, pidfd: int) -> None:
+    """SIGKILL the container's pid 1 (its whole pid namespace dies with it) and reap it."""
+    try:
+        if pidfd >= 0:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def run(spec: ContainerSpec) -> int:
