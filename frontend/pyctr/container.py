@@ -19,7 +19,7 @@ import select
 import signal
 import termios
 
-from . import capabilities, channel, idmap, netconf, rootfs
+from . import capabilities, channel, idmap, netconf, rootfs, seccomp
 from . import syscalls as sc
 from .spec import ContainerSpec
 
@@ -128,6 +128,7 @@ def container_main(spec: ContainerSpec, paths: Paths, sock) -> None:
     """Process G, pid 1 of the container. Never returns."""
     try:
         last_cap = capabilities.last_cap()
+        seccomp_program = seccomp.program() if spec.seccomp else b""
         if spec.network.mode != "host":
             netconf.loopback_up()
         rootfs.build(spec, paths.upper, paths.work, paths.merged, paths.state_dir,
@@ -161,6 +162,9 @@ def container_main(spec: ContainerSpec, paths: Paths, sock) -> None:
         os.closerange(3, sock.fileno())
         os.closerange(sock.fileno() + 1, 1 << 20)
         _check_cwd()
+        # Last, so none of the steps above runs under it (no_new_privs is already set).
+        if seccomp_program:
+            seccomp.install(seccomp_program)
     except BaseException as e:  # noqa: BLE001
         _fail(sock, "error", _describe(e), 125)
     if spec.init:

@@ -44,6 +44,7 @@ Options:
   --memory-swap N[b|k|m|g]   memory plus swap limit (-1 unlimited)
   --cpus N                   CPU limit, fractional
   --pids-limit N             process limit (-1 unlimited)
+  --security-opt OPT         seccomp=unconfined (no filter), no-new-privileges (always on)
   --help                     show this help
 """
 
@@ -69,6 +70,7 @@ _OPTIONS: dict[str, tuple[str, bool, bool]] = {
     "--memory-swap": ("memory_swap", True, False),
     "--cpus": ("cpus", True, False),
     "--pids-limit": ("pids_limit", True, False),
+    "--security-opt": ("security_opt", True, True),
 }
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -289,10 +291,20 @@ def build_spec(raw: RawOptions, default_network_mode) -> ContainerSpec:
         env["TERM"] = "xterm"
     env.update(parse_env(raw))
 
+    seccomp = True
+    for opt in raw.list("security_opt"):
+        if opt == "seccomp=unconfined":
+            seccomp = False
+        elif opt in ("no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"):
+            pass
+        else:
+            raise UsageError(f"--security-opt {opt}: supported are seccomp=unconfined and "
+                             "no-new-privileges (always on)")
+
     return ContainerSpec(
         rootfs=rootfs, command=command, container_id=container_id, hostname=hostname,
         user=User(c_uid, c_gid), uid_map=uid_map, gid_map=gid_map, env=tuple(env.items()),
         mounts=tuple(mounts), workdir=os.path.normpath(workdir), read_only=bool(raw.get("read_only")),
         remove=bool(raw.get("rm")), init=bool(raw.get("init")), tty=tty,
         interactive=bool(raw.get("interactive")), capabilities=caps, added_capabilities=added,
-        network=network, resources=parse_resources(raw))
+        network=network, resources=parse_resources(raw), seccomp=seccomp)

@@ -121,5 +121,6 @@ class ContainerSpec:
     capabilities: frozenset[str] = frozenset()     # "CAP_CHOWN"...: the bounding set
     added_capabilities: frozenset[str] = frozenset()  # from --cap-add: what a non-root --user keeps
     no_new_privileges: bool = True
+    seccomp: bool = True  # the default filter (seccomp.py); --security-opt seccomp=unconfined
     network: NetworkConfig = NetworkConfig()
     resources: Resources = Resources()

@@ -42,6 +42,8 @@ PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -104,3 +106,13 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[3 * i + 1] = (permitted >> shift) & 0xFFFFFFFF
         data[3 * i + 2] = (inheritable >> shift) & 0xFFFFFFFF
     _check(_lib.capset(hdr, data), "capset")
+
+
+def seccomp_filter(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sock_fprog) for a classic BPF program."""
+    count = len(program) // 8
+    insns = ffi.new("char[]", program)
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }: the short sits
+    # in the first (padded) word, the pointer in the second.
+    fprog = ffi.new("unsigned long[2]", [count, int(ffi.cast("uintptr_t", insns))])
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, int(ffi.cast("uintptr_t", fprog)))

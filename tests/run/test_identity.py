@@ -93,3 +93,11 @@ def test_non_root_user_keeps_only_added_capabilities(run_a, rootfs):
 def test_no_new_privs_is_set(run_a, rootfs):
     out = run_a.run("--rm", "--network", "none", str(rootfs), "grep", "NoNewPrivs", "/proc/self/status")
     assert out.stdout.split() == ["NoNewPrivs:", "1"]
+
+
+def test_default_seccomp_filter_is_on_and_unconfined_turns_it_off(run_a, rootfs):
+    on = run_a.run("--rm", "--network", "none", str(rootfs), "grep", "^Seccomp:", "/proc/self/status")
+    off = run_a.run("--rm", "--network", "none", "--security-opt", "seccomp=unconfined", str(rootfs),
+                    "grep", "^Seccomp:", "/proc/self/status")
+    assert on.stdout.split() == ["Seccomp:", "2"]
+    assert off.stdout.split() == ["Seccomp:", "0"]
