@@ -41,15 +41,19 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pyctr-helper", description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, help="admin configuration (default /etc/pyctr/helper.toml)")
     p.add_argument("--log", type=Path, help="also write the log (and audit lines) to this file")
+    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                   help="exit after SECONDS with no lease, no watched process and no call "
+                        "(for D-Bus activation: the next call starts a fresh helper)")
     p.add_argument("--crash-at", metavar="STEP", help=argparse.SUPPRESS)  # fault injection for tests
     return p.parse_args(argv)
 
 
 def _setup_logging(path: Path | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if path is not None:
+    if path is None:
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path))
+        handlers = [logging.FileHandler(path)]
     logging.basicConfig(level=logging.INFO, handlers=handlers,
                         format="%(asctime)s pyctr-helper[%(process)d] %(levelname)s %(message)s")
 
@@ -71,7 +75,22 @@ def _instance_lock(state_dir: Path) -> int | None:
     return fd
 
 
-async def _serve(services: Services, forbidden: ForbiddenNamespaces) -> None:
+async def _idle_watch(facade: Facade, services: Services, network: NetworkService,
+                      idle: float, stop: asyncio.Event) -> None:
+    """Exit when nothing depends on the helper: no lease, no watched process (cgroups use the
+    same watcher), no call in flight, for `idle` seconds."""
+    quiet_since = asyncio.get_running_loop().time()
+    while not stop.is_set():
+        await asyncio.sleep(min(idle, 1.0))
+        now = asyncio.get_running_loop().time()
+        if facade.tasks or services.exits.watches or network.store.leases:
+            quiet_since = now
+        elif now - quiet_since >= idle:
+            log.info("idle for %.0fs: exiting", idle)
+            stop.set()
+
+
+async def _serve(services: Services, forbidden: ForbiddenNamespaces, idle: float | None) -> None:
     bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
     network = NetworkService(services)
     # The handler is in place before the name is ours, but serves nothing until ready.
@@ -82,10 +101,14 @@ async def _serve(services: Services, forbidden: ForbiddenNamespaces) -> None:
             interface="org.freedesktop.DBus", member="AddMatch", signature="s",
             body=["type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
                   "member='NameOwnerChanged',arg2=''"]))
-    reply = await bus.request_name(pyctr_bus.BUS_NAME, NameFlag.DO_NOT_QUEUE)
-    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+    # Leave everything to a helper that already serves, before touching any state.
+    owner = await bus.call(Message(
+        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus", member="NameHasOwner", signature="s",
+        body=[pyctr_bus.BUS_NAME]))
+    if owner.message_type == MessageType.METHOD_RETURN and owner.body[0]:
         bus.disconnect()
-        raise NameTaken(f"{pyctr_bus.BUS_NAME} is owned by another process ({reply.name})")
+        raise NameTaken(f"{pyctr_bus.BUS_NAME} is already served")
     lock = _instance_lock(services.config.state_dir)
     if lock is None:
         bus.disconnect()
@@ -94,14 +117,26 @@ async def _serve(services: Services, forbidden: ForbiddenNamespaces) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Reconcile, then take the name: whoever sees the name owned sees a reconciled host.
     try:
         await services.act(network.start)
         await services.act(resources.start, services)  # cgroups: remove what a crash left
+    except BaseException:
+        await services.act(network.shutdown)
+        raise
+    reply = await bus.request_name(pyctr_bus.BUS_NAME, NameFlag.DO_NOT_QUEUE)
+    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+        # Lost a start-up race to another helper on another state dir: leave its rules be.
+        bus.disconnect()
+        raise NameTaken(f"{pyctr_bus.BUS_NAME} is owned by another process ({reply.name})")
+    try:
         services.audit.record(SYSTEM, "start", "ok", networks=",".join(
             f"{n.name}={n.bridge}:{n.subnet}" for n in services.config.networks.values()),
             leases=len(network.store.leases), capabilities=hex(privileges.effective()))
         facade.ready.set()
         log.info("serving %s %s", pyctr_bus.BUS_NAME, pyctr_bus.VERSION)
+        if idle:
+            loop.create_task(_idle_watch(facade, services, network, idle, stop))
         disconnected = loop.create_task(bus.wait_for_disconnect())
         stopping = loop.create_task(stop.wait())
         await asyncio.wait({disconnected, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -147,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.set_event_loop(loop)
     services = Services(config=config, audit=audit, exits=ExitWatcher(loop))
     try:
-        loop.run_until_complete(_serve(services, forbidden))
+        loop.run_until_complete(_serve(services, forbidden, args.exit_when_idle))
     except NameTaken as e:
         log.error("not serving: %s", e)
         sys.exit(1)

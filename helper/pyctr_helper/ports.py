@@ -72,10 +72,10 @@ def check_request(req: PortRequest, policy: PortPolicy,
     host address that is not local."""
     if req.host_ip is not None and req.host_ip not in local:
         raise InvalidArgument(f"host address {req.host_ip} is not a local address")
-    if req.host_port and not policy.allows(req.host_port):
-        raise InvalidArgument(f"host port {req.host_port} is outside the allowed ranges")
     if is_privileged(req.host_port) and not policy.allow_privileged:
         raise InvalidArgument(f"host port {req.host_port} is privileged and the admin allows none")
+    if req.host_port and not policy.allows(req.host_port):
+        raise InvalidArgument(f"host port {req.host_port} is outside the allowed ranges")
 
 
 def reserve(req: PortRequest, policy: PortPolicy) -> Reservation:

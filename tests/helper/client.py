@@ -7,7 +7,7 @@ SPEC: {"interface", "member", "signature", "body", "fds", "interactive", "path"}
 "fds" is a list of what to open and pass, in order:
     {"netns": PID}  /proc/PID/ns/net        {"pidns": PID}  /proc/PID/ns/pid
     {"pidfd": PID}  pidfd_open(PID)         {"path": P}     open(P) read-only
-    {"socket": 1}   a unix socket
+    {"socket": 1}   a unix socket            {"inherited": N} fd N, passed down by the test
 In "body", {"__v__": [SIG, VALUE]} is a Variant. The client deliberately sends whatever it is
 told: wrong handle indexes, wrong fd counts, wrong types.
 """
@@ -56,6 +56,8 @@ def _open(spec):
         return os.pidfd_open(spec["pidfd"])
     if "path" in spec:
         return os.open(spec["path"], os.O_RDONLY)
+    if "inherited" in spec:
+        return os.dup(spec["inherited"])
     if "socket" in spec:
         a, b = socket.socketpair()
         b.close()
@@ -88,6 +90,39 @@ async def call(spec):
     print(json.dumps(out))
 
 
+async def cycles(spec):
+    """Attach and Detach `count` times on one connection, with the netns and pidfd of `pid`.
+    Prints {"ok": n, "errors": [...], "attach_ms": [...], "detach_ms": [...]}."""
+    pid, count = spec["pid"], spec["count"]
+    netns, pidfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY), os.pidfd_open(pid)
+    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+    options = _decode(spec.get("options", {}))
+    result = {"ok": 0, "errors": [], "attach_ms": [], "detach_ms": []}
+    for _ in range(count):
+        t0 = time.perf_counter()
+        reply = await bus.call(Message(
+            destination=pyctr_bus.BUS_NAME, path=pyctr_bus.OBJECT_PATH,
+            interface=pyctr_bus.NETWORK_INTERFACE, member="Attach", signature="hha{sv}",
+            body=[0, 1, options], unix_fds=[netns, pidfd]))
+        t1 = time.perf_counter()
+        if reply.message_type == MessageType.ERROR:
+            result["errors"].append([reply.error_name, reply.body[0] if reply.body else ""])
+            continue
+        lease = reply.body[0]["lease"].value
+        reply = await bus.call(Message(
+            destination=pyctr_bus.BUS_NAME, path=pyctr_bus.OBJECT_PATH,
+            interface=pyctr_bus.NETWORK_INTERFACE, member="Detach", signature="s", body=[lease]))
+        t2 = time.perf_counter()
+        if reply.message_type == MessageType.ERROR:
+            result["errors"].append([reply.error_name, reply.body[0] if reply.body else ""])
+            continue
+        result["ok"] += 1
+        result["attach_ms"].append((t1 - t0) * 1000)
+        result["detach_ms"].append((t2 - t1) * 1000)
+    bus.disconnect()
+    print(json.dumps(result))
+
+
 def spawn():
     proc = subprocess.Popen(["unshare", "-Urn", "sleep", "infinity"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -105,5 +140,7 @@ def spawn():
 if __name__ == "__main__":
     if sys.argv[1] == "spawn":
         spawn()
+    elif sys.argv[1] == "cycles":
+        asyncio.run(cycles(json.loads(sys.argv[2])))
     else:
         asyncio.run(call(json.loads(sys.argv[2])))

@@ -36,3 +36,22 @@ def wait_until() -> Callable:
             time.sleep(0.05)
         return value
     return wait
+
+
+@pytest.fixture
+def nothing_changed(unchanged_host, client_a, client_b, polkit):
+    """Call the returned function at the end of a test: the host (links, rules, pyctr nft
+    tables, bound ports) is as before, and neither test user holds a lease."""
+    from helper_world import bound_ports, leases_on_disk, nft_tables
+    tables, sockets = nft_tables(), bound_ports()
+    leases = [l["id"] for l in leases_on_disk()]
+
+    def check() -> None:
+        unchanged_host()
+        if polkit.mode != "allow":
+            polkit.set("allow")  # List itself needs the attach grant
+        assert nft_tables() == tables
+        assert client_a.list() == [] and client_b.list() == []
+        assert [l["id"] for l in leases_on_disk()] == leases
+        assert bound_ports() <= sockets | {s for s in bound_ports() if "TIME-WAIT" in s}
+    return check

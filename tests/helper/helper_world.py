@@ -31,19 +31,32 @@ class Client:
 
     def call(self, member: str, signature: str = "", body: list | None = None,
              fds: list[dict] | None = None, interface: str = pyctr_bus.NETWORK_INTERFACE,
-             **extra) -> dict:
+             pass_fds: tuple[int, ...] = (), **extra) -> dict:
         spec = {"member": member, "signature": signature, "body": body or [], "fds": fds or [],
                 "interface": interface, **extra}
-        out = self.user.run([PYTHON, CLIENT, "call", json.dumps(spec)], timeout=90)
+        out = self.user.run([PYTHON, CLIENT, "call", json.dumps(spec)], timeout=90, pass_fds=pass_fds)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    def attach(self, pid: int, fds: list[dict] | None = None, **options) -> dict:
+    def popen_call(self, member: str, signature: str = "", body: list | None = None,
+                   fds: list[dict] | None = None, **extra) -> subprocess.Popen:
+        """Start a call without waiting (races, crashes); read JSON from .stdout later."""
+        spec = {"member": member, "signature": signature, "body": body or [], "fds": fds or [],
+                "interface": pyctr_bus.NETWORK_INTERFACE, **extra}
+        return self.user.popen([PYTHON, CLIENT, "call", json.dumps(spec)])
+
+    def cycles(self, pid: int, count: int, options: dict | None = None) -> dict:
+        spec = {"pid": pid, "count": count, "options": options or {}}
+        out = self.user.run([PYTHON, CLIENT, "cycles", json.dumps(spec)], timeout=600)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def attach(self, pid: int, fds: list[dict] | None = None, handles: list[int] = (0, 1),
+               pass_fds: tuple[int, ...] = (), **options) -> dict:
         """Attach(netns of pid, pidfd of pid, options); options given as {key: (sig, value)}."""
-        opts = {k: {"__v__": [sig, v]} for k, (sig, v) in options.items()}
         if fds is None:
             fds = [{"netns": pid}, {"pidfd": pid}]
-        return self.call("Attach", "hha{sv}", [0, 1, opts], fds)
+        return self.call("Attach", "hha{sv}", [*handles, variants(options)], fds, pass_fds=pass_fds)
 
     def detach(self, lease: str) -> dict:
         return self.call("Detach", "s", [lease])
@@ -62,6 +75,16 @@ class Client:
         self.spawned.clear()
 
 
+def variants(options: dict) -> dict:
+    """{key: (sig, value)} -> the client's JSON form of an a{sv}."""
+    return {k: {"__v__": [sig, v]} for k, (sig, v) in options.items()}
+
+
+def ports(*entries) -> tuple[str, list]:
+    """The `ports` option: ports(("", 0, 80, "tcp"), ...)."""
+    return ("a(sqqs)", [list(e) for e in entries])
+
+
 def leases_on_disk() -> list[dict]:
     try:
         return json.loads(Path("/var/lib/pyctr/leases.json").read_text())["leases"]
@@ -72,3 +95,14 @@ def leases_on_disk() -> list[dict]:
 def in_netns(pid: int, argv: list[str]) -> subprocess.CompletedProcess:
     """Run argv as root inside the network namespace of pid (for checks only)."""
     return subprocess.run(["nsenter", "-t", str(pid), "-n", *argv], capture_output=True, text=True)
+
+
+def nft_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {l for l in out.splitlines() if "pyctr" in l}
+
+
+def bound_ports() -> set[str]:
+    """TCP and UDP sockets bound (listening or not) on the host, as ss prints them."""
+    out = subprocess.run(["ss", "-Htuan"], capture_output=True, text=True).stdout
+    return {" ".join(l.split()[:1] + l.split()[4:5]) for l in out.splitlines()}

@@ -1,0 +1,247 @@
+"""Hostile callers: every refusal is clean (a typed D-Bus error, nothing changed on the host).
+
+Each case runs as an unprivileged test user over the real system bus, with the real polkitd
+deciding, against the real kernel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+import pyctr_bus
+from helper_world import ports, variants
+from pyctr_helper.fdcheck import NETNS_REFUSAL
+
+
+# --- authorization -------------------------------------------------------------------------
+
+def test_attach_refused_without_polkit_grant(client_a, polkit, nothing_changed):
+    pid = client_a.spawn()
+    polkit.set("deny")
+    out = client_a.attach(pid)
+    assert out["error"] == pyctr_bus.NOT_AUTHORIZED, out
+    nothing_changed()
+
+
+def test_attach_needing_a_password_without_interactive_flag_says_so(client_a, polkit, nothing_changed):
+    pid = client_a.spawn()
+    polkit.set("auth_admin")
+    out = client_a.attach(pid)
+    assert out["error"] == pyctr_bus.INTERACTIVE_AUTHORIZATION_REQUIRED, out
+    nothing_changed()
+
+
+def _polkitd_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-x", "polkitd"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_attach_refused_when_polkitd_does_not_answer(client_a, polkit, nothing_changed):
+    """polkitd stopped (SIGSTOP: killing it would let the bus re-activate it): no answer
+    within the helper's timeout is a denial."""
+    pid = client_a.spawn()
+    polkit.set("allow")
+    stopped = _polkitd_pids()
+    assert stopped, "polkitd is not running"
+    for p in stopped:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        out = client_a.attach(pid)
+    finally:
+        for p in stopped:
+            os.kill(p, signal.SIGCONT)
+    assert out["error"] == pyctr_bus.NOT_AUTHORIZED, out
+    assert "polkit did not answer" in out["message"]
+    nothing_changed()
+
+
+def test_publishing_a_port_needs_the_publish_grant(client_a, polkit, nothing_changed):
+    pid = client_a.spawn()
+    polkit.set("allow", actions=[pyctr_bus.ACTION_ATTACH])
+    out = client_a.attach(pid, ports=ports(("", 0, 80, "tcp")))
+    assert out["error"] in (pyctr_bus.NOT_AUTHORIZED, pyctr_bus.INTERACTIVE_AUTHORIZATION_REQUIRED), out
+    nothing_changed()
+
+
+def test_privileged_port_without_grant_is_refused(client_a, polkit, nothing_changed):
+    pid = client_a.spawn()
+    polkit.set("allow", actions=[pyctr_bus.ACTION_ATTACH, pyctr_bus.ACTION_PUBLISH_PORT])
+    out = client_a.attach(pid, ports=ports(("", 80, 80, "tcp")))
+    assert out["error"] in (pyctr_bus.NOT_AUTHORIZED, pyctr_bus.INTERACTIVE_AUTHORIZATION_REQUIRED), out
+    nothing_changed()
+
+
+def test_privileged_port_refused_when_the_admin_allows_none(client_a, polkit, nothing_changed):
+    pid = client_a.spawn()
+    polkit.set("allow")  # every action granted; the default config still forbids port 80
+    out = client_a.attach(pid, ports=ports(("", 80, 80, "tcp")))
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT, out
+    assert "privileged" in out["message"]
+    nothing_changed()
+
+
+# --- the netns fd ----------------------------------------------------------------------------
+
+def _foreign_fd(path: str) -> int:
+    """Opened by the test (root), then passed down to the client: how a caller could hold an
+    fd it could never open itself."""
+    return os.open(path, os.O_RDONLY)
+
+
+@pytest.mark.parametrize("kind", [
+    "dev-null", "regular-file", "socket", "pid-namespace", "host-netns", "helper-netns",
+    "other-users-netns", "netns-owned-by-root",
+])
+def test_attach_refuses_every_bad_netns_with_one_message(kind, client_a, client_b, helper, polkit,
+                                                         nothing_changed):
+    polkit.set("allow")
+    pid = client_a.spawn()
+    pass_fds: tuple[int, ...] = ()
+    if kind == "dev-null":
+        netns = {"path": "/dev/null"}
+    elif kind == "regular-file":
+        netns = {"path": "/etc/hostname"}
+    elif kind == "socket":
+        netns = {"socket": 1}
+    elif kind == "pid-namespace":
+        netns = {"pidns": pid}
+    elif kind == "host-netns":
+        netns = {"path": "/proc/self/ns/net"}  # the client runs in the host's netns
+    else:
+        if kind == "helper-netns":
+            fd = _foreign_fd(f"/proc/{helper.pid}/ns/net")
+        elif kind == "other-users-netns":
+            fd = _foreign_fd(f"/proc/{client_b.spawn()}/ns/net")
+        else:
+            root_ns = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+            try:
+                _wait_netns_differs(root_ns.pid)
+                fd = _foreign_fd(f"/proc/{root_ns.pid}/ns/net")
+            finally:
+                root_ns.kill()
+                root_ns.wait()
+        pass_fds = (fd,)
+        netns = {"inherited": fd}
+    try:
+        out = client_a.attach(pid, fds=[netns, {"pidfd": pid}], pass_fds=pass_fds)
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
+    assert out == {"error": pyctr_bus.INVALID_NAMESPACE, "message": NETNS_REFUSAL}
+    nothing_changed()
+
+
+def _wait_netns_differs(pid: int) -> None:
+    own = os.stat("/proc/self/ns/net").st_ino
+    for _ in range(2000):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != own:
+                return
+        except FileNotFoundError:
+            pass
+        os.sched_yield()
+    raise AssertionError("unshare did not enter a new netns")
+
+
+@pytest.mark.parametrize("fds,handles", [
+    ([], [0, 1]),
+    (["netns"], [0, 0]),
+    (["netns", "pidfd", "netns"], [0, 1]),
+    (["netns", "pidfd"], [0, 5]),
+    (["netns", "pidfd"], [7, 1]),
+    (["netns", "pidfd"], [0, 0]),
+])
+def test_attach_refuses_wrong_fd_count_or_handles(fds, handles, client_a, polkit, nothing_changed):
+    polkit.set("allow")
+    pid = client_a.spawn()
+    specs = [{"netns": pid} if f == "netns" else {"pidfd": pid} for f in fds]
+    out = client_a.attach(pid, fds=specs, handles=handles)
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT, out
+    nothing_changed()
+
+
+def test_attach_refuses_a_pidfd_of_another_users_process(client_a, client_b, polkit, nothing_changed):
+    polkit.set("allow")
+    pid = client_a.spawn()
+    fd = os.pidfd_open(client_b.spawn())
+    try:
+        out = client_a.attach(pid, fds=[{"netns": pid}, {"inherited": fd}], pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT and "pidfd" in out["message"], out
+    nothing_changed()
+
+
+def test_attach_refuses_a_pidfd_that_is_not_one(client_a, polkit, nothing_changed):
+    polkit.set("allow")
+    pid = client_a.spawn()
+    out = client_a.attach(pid, fds=[{"netns": pid}, {"path": "/dev/null"}])
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT and "pidfd" in out["message"], out
+    nothing_changed()
+
+
+# --- arguments -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [
+    {"ifname": ("s", "")},
+    {"ifname": ("s", "a" * 16)},
+    {"ifname": ("s", "/")},
+    {"ifname": ("s", "..")},
+    {"ifname": ("s", "eth 0")},
+    {"ifname": ("s", "eth0/../x")},
+    {"address": ("s", "10.88.0.300")},
+    {"address": ("s", "not-an-ip")},
+    {"address": ("s", "8.8.8.8")},
+    {"address": ("s", "10.88.0.0/24")},
+    {"network": ("s", "no-such-network")},
+    {"network": ("i", 1)},
+    {"unknown": ("s", "x")},
+    {"ports": ports(("", 8080, 0, "tcp"))},
+    {"ports": ports(("", 8080, 80, "sctp"))},
+    {"ports": ports(("999.1.1.1", 8080, 80, "tcp"))},
+    {"ports": ports(("192.0.2.123", 8080, 80, "tcp"))},
+    {"ports": ("a(siis)", [["", 65536, 80, "tcp"]])},
+    {"ports": ("a(siis)", [["", -1, 80, "tcp"]])},
+    {"ports": ("a(siis)", [["", 8080, -80, "tcp"]])},
+    {"ports": ports(("", 8080, 80, "tcp"), ("", 8080, 81, "tcp"))},
+])
+def test_attach_refuses_invalid_arguments(options, client_a, polkit, nothing_changed):
+    polkit.set("allow")
+    pid = client_a.spawn()
+    out = client_a.attach(pid, **options)
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT, out
+    nothing_changed()
+
+
+def test_attach_refuses_a_wrong_signature(client_a, polkit, nothing_changed):
+    polkit.set("allow")
+    pid = client_a.spawn()
+    out = client_a.call("Attach", "hh", [0, 1], [{"netns": pid}, {"pidfd": pid}])
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT, out
+    nothing_changed()
+
+
+# --- other users' leases ------------------------------------------------------------------
+
+def test_detach_and_list_never_reach_another_users_lease(client_a, client_b, polkit, unchanged_host):
+    polkit.set("allow", actions=[pyctr_bus.ACTION_ATTACH, pyctr_bus.ACTION_PUBLISH_PORT])
+    out = client_a.attach(client_a.spawn())
+    lease = out["body"][0]["lease"]
+    assert client_b.list() == []
+    refused = client_b.detach(lease)
+    assert refused["error"] == pyctr_bus.NO_SUCH_LEASE, refused
+    # the same answer as for a lease that does not exist
+    assert client_b.detach("0" * 16)["message"].replace("0" * 16, lease) == refused["message"]
+    assert [l["lease"] for l in client_a.list()] == [lease]
+    assert client_a.detach(lease) == {"body": []}
+    unchanged_host()
+
+
+def test_detach_refuses_a_malformed_lease_id(client_a, polkit, nothing_changed):
+    polkit.set("allow")
+    out = client_a.detach("../../etc/passwd")
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT, out
+    nothing_changed()
