@@ -48,14 +48,22 @@ def measure_once(argv: list[str], seconds: int, cwd) -> float:
     return gbits(run(argv, timeout=seconds + 30, cwd=cwd))
 
 
-def server_stderr(server: subprocess.Popen) -> str:
-    """What a dead server said, read once and kept: several clients may ask."""
-    if not hasattr(server, "said"):
-        server.said = server.stderr.read()
-    return server.said
+class WatchedServer:
+    """A server process this harness started; says why it died, to every client that asks."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self._said: str | None = None
+
+    def death(self) -> str | None:
+        if self.proc.poll() is None:
+            return None
+        if self._said is None:
+            self._said = self.proc.stderr.read() if self.proc.stderr else ""
+        return f"the server exited {self.proc.returncode}: {last_line(self._said)}"
 
 
-def first_success(argv: list[str], cwd, server: subprocess.Popen | None) -> None:
+def first_success(argv: list[str], cwd, server: WatchedServer | None) -> None:
     """Warm-up that doubles as readiness: a server behind a port forwarder may accept the
     connection before it listens itself, so retry until one short test completes."""
     deadline = time.monotonic() + READY_TIMEOUT
@@ -64,9 +72,9 @@ def first_success(argv: list[str], cwd, server: subprocess.Popen | None) -> None
             measure_once(argv, 1, cwd)
             return
         except Unavailable:
-            if server is not None and server.poll() is not None:
-                raise Unavailable(f"the server exited {server.returncode}: "
-                                  f"{last_line(server_stderr(server))}")
+            died = server.death() if server is not None else None
+            if died:
+                raise Unavailable(died)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
@@ -79,7 +87,7 @@ class Contender:
     case: Case
     client: list[str]
     warmup_client: list[str]
-    server: subprocess.Popen | None = None     # a server process this harness watches
+    server: WatchedServer | None = None
 
 
 def _interleave(user: BenchUser, contenders: list[Contender], runs: int, seconds: int) -> None:
@@ -126,7 +134,7 @@ def forwarded(world: World, profile: Profile, ports: dict[str, int],
     for label, name, network, port in servers:
         started[label] = _start_podman_server(user, name, network, port)
     pyctr_label = PYCTR_FWD
-    pyctr_proc = None
+    pyctr_proc, pyctr_server = None, None
     started[pyctr_label] = helper_unavailable
     if helper_unavailable is None:
         pyctr_proc = subprocess.Popen(
@@ -135,6 +143,7 @@ def forwarded(world: World, profile: Profile, ports: dict[str, int],
                        "/usr/bin/iperf3", "-s", "-p", str(IPERF3_PORT)]),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, cwd=user.home)
+        pyctr_server = WatchedServer(pyctr_proc)
     all_ports = {s[0]: s[3] for s in servers} | {pyctr_label: ports["pyctr"]}
     cases: list[Case] = []
     try:
@@ -151,7 +160,7 @@ def forwarded(world: World, profile: Profile, ports: dict[str, int],
                 if where == "netns":
                     argv, warm = CLIENT_NS.exec(argv), CLIENT_NS.exec(warm)
                 contenders.append(Contender(case, argv, warm,
-                                            pyctr_proc if label == pyctr_label else None))
+                                            pyctr_server if label == pyctr_label else None))
             _interleave(user, contenders, profile.iperf_runs, profile.iperf_seconds)
             cases += [c.case for c in contenders]
     finally:
