@@ -168,7 +168,11 @@ def _mount_overlay(spec: ContainerSpec, upper: str, work: str, merged: str) -> N
             # overlayfs's option syntax has no reliable escape for these.
             raise MountError(f"{path}: overlayfs cannot use a path containing ',', ':' or '\\'")
     data = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    sc.mount("overlay", merged, "overlay", 0, data)
+    try:
+        sc.mount("overlay", merged, "overlay", 0, data)
+    except OSError as e:
+        raise MountError(f"cannot mount the overlay of {lower} with its upper layer in "
+                         f"{os.path.dirname(upper)}: {e.strerror}") from None
 
 
 def _mount_dev(root: str, mapped_tty_gid: bool) -> None:
