@@ -96,6 +96,9 @@ def _network_rules(net: Network, dns_target: str | None) -> dict[tuple[str, str]
         (iptc.Table.FILTER, FORWARD_CHAIN): [
             _rule(out_if=br, ctstate="RELATED,ESTABLISHED", comment=c),
             _rule(in_if=br, out_if="!" + br, comment=c),
+            # Container to container on one network. Only seen here when br_netfilter passes
+            # bridged frames through iptables (bridge-nf-call-iptables=1); harmless otherwise.
+            _rule(in_if=br, out_if=br, comment=c),
             # Anything else routed into the bridge (someone routing straight to a container
             # address, a port nobody published) is dropped. Published ports are inserted above.
             _rule(out_if=br, target="DROP", comment=c),
