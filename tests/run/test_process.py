@@ -7,6 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from runworld import processes_with, wait_for
 
 
@@ -107,13 +109,15 @@ def test_exit_code_137_when_the_container_is_killed(run_a, rootfs, sleep_marker)
     run_a.assert_nothing_left(marker)
 
 
-def test_sigterm_is_forwarded_to_the_container(run_a, rootfs):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_signal_is_forwarded_to_the_container(run_a, rootfs, sig):
+    name = sig.name[3:]
     p = run_a.popen("--rm", "--network", "none", str(rootfs), "sh", "-c",
-                    "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")
+                    f"trap 'echo got-{name}; exit 7' {name}; echo ready; while :; do sleep 0.05; done")
     assert p.stdout.readline() == "ready\n"
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(sig)
     assert p.wait(timeout=30) == 7
-    assert p.stdout.read() == "got-term\n"
+    assert p.stdout.read() == f"got-{name}\n"
     p.communicate()
 
 
