@@ -80,8 +80,11 @@ def versions() -> dict[str, str]:
             out[tool] = (proc.stdout or proc.stderr).strip().splitlines()[0]
         except (Unavailable, IndexError):
             out[tool] = "missing"
-    commit = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], timeout=10)
-    out["pyctr"] = commit.stdout.strip() or "?"
+    try:
+        commit = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], timeout=10)
+        out["pyctr"] = commit.stdout.strip() or "?"
+    except Unavailable:
+        out["pyctr"] = "?"
     return out
 
 
@@ -155,7 +158,7 @@ def leftovers(user: BenchUser) -> list[str]:
     stray = world.bench_processes(user)
     if stray:
         found.append(f"processes of {user.name}: {sorted(stray)}")
-    if os.stat("/dev/net/tun").st_mode & 0o777 == 0o666 and world.TUN_MODE_FILE.exists():
+    if world.TUN_MODE_FILE.exists():
         found.append("/dev/net/tun mode not restored")
     return found
 
@@ -195,6 +198,9 @@ def main() -> int:
         traceback.print_exc()
         failure = f"harness error: {e!r}"
     finally:
+        # Cleanup runs to its end: a second SIGTERM must not cut it short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         helper_log = WORK / "helper.log"
         if helper_log.exists():     # the helper this run started: its log outlives the run
             RESULTS.mkdir(parents=True, exist_ok=True)
