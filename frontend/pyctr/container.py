@@ -61,7 +61,12 @@ def userns_child(spec: ContainerSpec, paths: Paths, sock) -> None:
     """Process C. Never returns."""
     try:
         _reset_signals()
-        sc.unshare(sc.CLONE_NEWUSER)
+        try:
+            sc.unshare(sc.CLONE_NEWUSER)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot create a user namespace ({e.strerror}); check "
+                          "user.max_user_namespaces, kernel.unprivileged_userns_clone and "
+                          "kernel.apparmor_restrict_unprivileged_userns") from None
         channel.send(sock, "userns")
         if sock.recv(64) != b"maps":
             os._exit(125)
