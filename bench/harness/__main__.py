@@ -198,9 +198,10 @@ def main() -> int:
         traceback.print_exc()
         failure = f"harness error: {e!r}"
     finally:
-        # Cleanup runs to its end: a second SIGTERM must not cut it short.
+        # Cleanup runs to its end: a second signal (or Ctrl-C) must not cut it short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         helper_log = WORK / "helper.log"
         if helper_log.exists():     # the helper this run started: its log outlives the run
             RESULTS.mkdir(parents=True, exist_ok=True)
