@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import termios
+import warnings  # noqa: F401 - os.execvpe imports it lazily, which fails after pivot_root
 
 from . import capabilities, channel, idmap, netconf, rootfs, seccomp
 from . import syscalls as sc
