@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # The anchors pyctr is measured against, and what the harness itself runs.
 ANCHOR_PACKAGES="hyperfine iperf3 bubblewrap runc crun podman slirp4netns uidmap"
-HARNESS_PACKAGES="busybox-static iproute2 util-linux python3 dbus-bin"
+HARNESS_PACKAGES="busybox-static iproute2 iptables util-linux python3 dbus-bin"
 missing=()
 for p in $ANCHOR_PACKAGES $HARNESS_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

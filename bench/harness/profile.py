@@ -14,5 +14,5 @@ class Profile:
     iperf_seconds: int      # length of one iperf3 run (the first second is omitted)
 
 
-FULL = Profile(rounds=4, runs=10, warmup=2, iperf_runs=4, iperf_seconds=5)
+FULL = Profile(rounds=6, runs=10, warmup=2, iperf_runs=4, iperf_seconds=5)
 QUICK = Profile(rounds=2, runs=3, warmup=1, iperf_runs=1, iperf_seconds=2)
