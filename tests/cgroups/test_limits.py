@@ -226,3 +226,34 @@ def test_unlimited_values_need_no_cgroup_and_no_grant(user_a, rootfs, polkit):
               "cat /proc/self/cgroup")
     assert out.returncode == 0, out.stderr
     assert "pyctr" not in out.stdout
+
+
+def test_memory_swap_limit_is_written_where_the_host_accounts_swap(user_a, rootfs, background):
+    if not Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists():
+        pytest.skip("this host does not account swap")
+    bg = background("--memory", "64m", "--memory-swap", "96m")
+    memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
+                      what="the container's memory cgroup")
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 * MiB)
+    assert (memory / "memory.memsw.limit_in_bytes").read_text().strip() == str(96 * MiB)
+    assert bg.stop().returncode == 0
+
+
+def test_helper_restart_reconciles_stale_and_live_cgroups(user_a, rootfs, helper, background):
+    from pyctr_helper.cgroup_limits import LimitRequest
+    from pyctr_helper.cgroup_tree import new_name
+
+    live = background("--pids-limit", "20")
+    pids = wait_for(lambda: _live_cgroup(user_a, "pids"), timeout=30,
+                    what="the container's pids cgroup")
+    stale = detect().create(new_name(user_a.uid), LimitRequest(pids=5))  # as a crash leaves it
+    helper.restart()
+    # The new helper reconciles when it first serves Resources (or at start, given the hook).
+    out = run(user_a, rootfs, "--pids-limit", "10", "true")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: not any(d.exists() for d in stale), timeout=15,
+             what="the stale cgroup to be removed")
+    assert pids.is_dir()
+    assert live.stop().returncode == 0
+    wait_for(lambda: not pids.exists(), timeout=15,
+             what="the live container's cgroup to be removed after it exits")
