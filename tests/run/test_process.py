@@ -174,3 +174,26 @@ def test_init_reaps_orphaned_zombies(run_a, rootfs):
     out = run_a.run("--rm", "--network", "none", "--init", str(rootfs), "sh", "-c", script)
     assert out.returncode == 0, out.stderr
     assert not [l for l in out.stdout.splitlines() if l.startswith("Z")], out.stdout
+
+
+def test_interrupt_while_starting_exits_130_and_leaves_nothing(run_a, rootfs, marker):
+    """Hold the state directory's creation lock so pyctr waits mid-start, then Ctrl-C it."""
+    import fcntl
+
+    base = run_a.data_home / "pyctr" / "containers"
+    base.mkdir(parents=True)
+    for d in (base.parent, base):
+        os.chown(d, run_a.user.uid, run_a.user.gid)
+    with open(base / ".gc.lock", "w") as lock:
+        os.chown(base / ".gc.lock", run_a.user.uid, run_a.user.gid)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        p = run_a.popen("--rm", "--network", "none", str(rootfs), "true", marker)
+        # /proc/locks lists a process blocked on a lock with "->" before its line.
+        wait_for(lambda: any(f" {p.pid} " in line and "->" in line
+                             for line in Path("/proc/locks").read_text().splitlines()),
+                 what="pyctr to wait for the state lock")
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGINT
+    assert len(err.splitlines()) == 1 and "interrupted" in err
+    run_a.assert_nothing_left(marker)
