@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 
-from . import channel, container, idmap, state
+from . import channel, container, idmap, rootfs, state
 from . import syscalls as sc
 from .errors import CommandNotExecutable, CommandNotFound, PyctrError
 from .spec import ContainerSpec
@@ -100,10 +100,44 @@ def _host_resolv_conf() -> str:
         return ""
 
 
+def _rootfs_text(spec: ContainerSpec, path: str) -> str:
+    """A file of ROOTFS, its symlinks resolved inside ROOTFS (never onto the host's own)."""
+    try:
+        with open(rootfs.resolve_inside(str(spec.rootfs), path)) as f:
+            return f.read()
+    except (OSError, PyctrError, UnicodeDecodeError):
+        return ""
+
+
+def _with_line(text: str, key: str, line: str) -> str:
+    """`text` plus `line` unless an entry named `key` (first field) is already there."""
+    if any(l.split(":", 1)[0] == key for l in text.splitlines()):
+        return text
+    return text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
+
+
+def _keep_id_files(st: state.ContainerState, spec: ContainerSpec) -> None:
+    """--userns=keep-id: the user's own passwd and group entries, as podman adds them."""
+    import grp  # only with keep-id
+    import pwd
+
+    uid, gid = os.getuid(), os.getgid()  # the same numbers inside, with keep-id
+    pw = pwd.getpwuid(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = pw.pw_name
+    st.write("passwd", _with_line(_rootfs_text(spec, "/etc/passwd"), pw.pw_name,
+                                  f"{pw.pw_name}:x:{uid}:{gid}:{pw.pw_gecos}:{pw.pw_dir}:/bin/sh"))
+    st.write("group", _with_line(_rootfs_text(spec, "/etc/group"), group, f"{group}:x:{gid}:"))
+
+
 def _write_etc_files(st: state.ContainerState, spec: ContainerSpec) -> None:
     st.write("hostname", spec.hostname + "\n")
     st.write("hosts", _hosts_text(spec))
     st.write("resolv.conf", _host_resolv_conf())
+    if spec.keep_id:
+        _keep_id_files(st, spec)
 
 
 def _raise_for(msg: bytes) -> None:

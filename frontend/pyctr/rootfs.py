@@ -252,13 +252,18 @@ def _prepare_scratch_dirs(lower: str, upper: str) -> None:
                 pass
 
 
+def etc_files(spec: ContainerSpec) -> tuple[str, ...]:
+    """The /etc files pyctr generates in the state directory and bind-mounts (as podman)."""
+    names = ("hostname", "hosts", "resolv.conf")
+    return names + ("passwd", "group") if spec.keep_id else names
+
+
 def _targets(spec: ContainerSpec, user_targets: set[str]) -> list[tuple[str, str]]:
     """Every path something is mounted on (or created at), with its kind."""
     targets = [("/proc", "dir"), ("/dev", "dir"), ("/sys", "dir")]
     if spec.read_only:
         targets += [(p, "dir") for p in READ_ONLY_ROOT_TMPFS if p not in user_targets]
-    targets += [(f"/etc/{n}", "file") for n in ("hostname", "hosts", "resolv.conf")
-                if f"/etc/{n}" not in user_targets]
+    targets += [(f"/etc/{n}", "file") for n in etc_files(spec) if f"/etc/{n}" not in user_targets]
     for m in spec.mounts:
         is_dir = m.source is None or os.path.isdir(m.source)
         targets.append((m.destination, "dir" if is_dir else "file"))
@@ -285,7 +290,7 @@ def build(spec: ContainerSpec, upper: str, work: str, merged: str, state_dir: st
             if path not in user_targets:
                 _mount_at(root, path, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
                           "mode=1777" if path != "/run" else "mode=755", "dir")
-    for name in ("hostname", "hosts", "resolv.conf"):
+    for name in etc_files(spec):
         if f"/etc/{name}" not in user_targets:
             _mount_at(root, f"/etc/{name}", os.path.join(state_dir, name), None, sc.MS_BIND,
                       None, "file")

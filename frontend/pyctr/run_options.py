@@ -284,7 +284,10 @@ def build_spec(raw: RawOptions, default_network_mode) -> ContainerSpec:
     if not workdir.startswith("/"):
         raise UsageError(f"--workdir {workdir}: must be an absolute path")
 
-    home = passwd_home(rootfs, c_uid) or ("/root" if c_uid == 0 else "/")
+    home = passwd_home(rootfs, c_uid)
+    if home is None and keep_id and c_uid == uid:
+        home = pwd.getpwuid(uid).pw_dir  # podman: keep-id's user gets their own home path
+    home = home or ("/root" if c_uid == 0 else "/")
     env = {"PATH": DEFAULT_PATH, "HOME": home, "HOSTNAME": hostname, "container": "pyctr"}
     tty = bool(raw.get("tty"))
     if tty:
@@ -303,7 +306,8 @@ def build_spec(raw: RawOptions, default_network_mode) -> ContainerSpec:
 
     return ContainerSpec(
         rootfs=rootfs, command=command, container_id=container_id, hostname=hostname,
-        user=User(c_uid, c_gid), uid_map=uid_map, gid_map=gid_map, env=tuple(env.items()),
+        user=User(c_uid, c_gid), uid_map=uid_map, gid_map=gid_map, keep_id=keep_id,
+        env=tuple(env.items()),
         mounts=tuple(mounts), workdir=os.path.normpath(workdir), read_only=bool(raw.get("read_only")),
         remove=bool(raw.get("rm")), init=bool(raw.get("init")), tty=tty,
         interactive=bool(raw.get("interactive")), capabilities=caps, added_capabilities=added,

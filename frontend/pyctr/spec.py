@@ -110,6 +110,7 @@ class ContainerSpec:
     user: User = User()
     uid_map: tuple[IdMapping, ...] = ()
     gid_map: tuple[IdMapping, ...] = ()
+    keep_id: bool = False  # --userns=keep-id: the user's ids inside, and a passwd entry
     env: tuple[tuple[str, str], ...] = ()
     mounts: tuple[Mount, ...] = ()
     workdir: str = "/"

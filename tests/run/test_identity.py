@@ -33,6 +33,14 @@ def test_keep_id_keeps_the_users_uid_and_gid(run_a, rootfs):
     assert [str(u.uid), str(u.uid), "1"] in [l.split() for l in lines[2:]]
 
 
+def test_keep_id_user_has_a_passwd_entry_and_home(run_a, rootfs):
+    u = run_a.user
+    out = run_a.run("--rm", "--network", "none", "--userns=keep-id", str(rootfs), "sh", "-c",
+                    "whoami; echo $HOME")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [u.name, u.home]
+
+
 def test_user_without_ranges_gets_a_single_id_map_and_a_note(run_c, rootfs):
     u = run_c.user
     out = run_c.run("--rm", "--network", "none", str(rootfs), "sh", "-c",
