@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -50,18 +51,35 @@ def sleep_marker() -> str:
 NO_RANGES_USER = "pyctr-test-c"
 
 
+def _kill_processes_of(uid: int) -> None:
+    """SIGKILL, by pid, whatever the temporary user still runs (a failed test's container)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        uids = next((l.split()[1:] for l in status.splitlines() if l.startswith("Uid:")), [])
+        if str(uid) in uids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.fixture
 def run_c(user_a) -> Iterator[Runner]:
     """A temporary user with no /etc/subuid or /etc/subgid lines, deleted afterwards."""
     subprocess.run(["userdel", "-r", NO_RANGES_USER], capture_output=True)
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "-K", "SUB_UID_COUNT=0",
                     "-K", "SUB_GID_COUNT=0", NO_RANGES_USER], check=True)
+    pw = pwd.getpwnam(NO_RANGES_USER)
     try:
         for f in ("/etc/subuid", "/etc/subgid"):
             assert not any(l.startswith(f"{NO_RANGES_USER}:") for l in Path(f).read_text().splitlines())
-        pw = pwd.getpwnam(NO_RANGES_USER)
         user = type(user_a)(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
         yield from _make_runner(user)
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", NO_RANGES_USER], capture_output=True)
+        _kill_processes_of(pw.pw_uid)
         subprocess.run(["userdel", "-r", NO_RANGES_USER], capture_output=True)
