@@ -156,18 +156,20 @@ def container_main(spec: ContainerSpec, paths: Paths, sock) -> None:
         sc.unshare(sc.CLONE_NEWCGROUP)
         if len(go) == 4:
             netconf.configure(go[1], go[2], go[3])
+        # No pyctr descriptor may reach CMD, nor serve as a way out through a working
+        # directory like /proc/self/fd/N (CVE-2024-21626): close everything but stdio and
+        # the sync socket (close-on-exec; its EOF tells pyctr the exec happened) before
+        # the chdir, and check where the chdir landed afterwards.
+        os.closerange(3, sock.fileno())
+        os.closerange(sock.fileno() + 1, 1 << 20)
         os.chdir(spec.workdir)
+        _check_cwd()
         _drop_privileges(spec, last_cap)
         # Credential changes clear the parent-death signal: set it now, then make sure
         # pyctr did not die before it was set (else nothing would ever kill us).
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if _parent_gone(sock):
             os._exit(125)
-        # No pyctr descriptor may reach CMD (CVE-2024-21626): close everything but stdio
-        # and the sync socket, which is close-on-exec and tells pyctr the exec happened.
-        os.closerange(3, sock.fileno())
-        os.closerange(sock.fileno() + 1, 1 << 20)
-        _check_cwd()
         # Last, so none of the steps above runs under it (no_new_privs is already set).
         if seccomp_program:
             seccomp.install(seccomp_program)

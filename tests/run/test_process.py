@@ -197,3 +197,13 @@ def test_interrupt_while_starting_exits_130_and_leaves_nothing(run_a, rootfs, ma
     assert p.returncode == 128 + signal.SIGINT
     assert len(err.splitlines()) == 1 and "interrupted" in err
     run_a.assert_nothing_left(marker)
+
+
+@pytest.mark.parametrize("fd", [3, 4, 5, 6, 7])
+def test_workdir_through_a_descriptor_is_refused(run_a, rootfs, marker, fd):
+    """The CVE-2024-21626 shape: -w /proc/self/fd/N must not land outside the container."""
+    out = run_a.run("--rm", "--network", "none", "-w", f"/proc/self/fd/{fd}", str(rootfs),
+                    "sh", "-c", "pwd; ls /", marker)
+    assert out.returncode == 125
+    assert len(out.stderr.splitlines()) == 1
+    run_a.assert_nothing_left(marker)
