@@ -51,6 +51,7 @@ class Placement:
     exited: bool = False
     owner_gone: bool = False
     removing: bool = False
+    oom_kills: int = 0
     pidfds: list[int] = field(default_factory=list)
 
 
@@ -180,10 +181,12 @@ class CgroupService:
             for handle in (placement.timer, placement.owner_watch):
                 if handle is not None:
                     handle.cancel()
+        # For the audit line; a partly removed cgroup reads 0, so keep the highest count.
+        placement.oom_kills = max(placement.oom_kills, self.backend.oom_kills(placement.dirs))
         if self.backend.remove(placement.dirs, attempts=1):
             del self.placements[name]
             self.audit.record(placement.caller, "resources.release", "ok",
-                              cgroup=f"{SUBTREE}/{name}")
+                              cgroup=f"{SUBTREE}/{name}", oom_kills=placement.oom_kills)
         elif self.loop.time() < deadline:
             self.loop.call_later(RMDIR_RETRY, self._remove, name, deadline)
         else:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cgroup_limits import CPU_PERIOD_US, LimitRequest, LimitUnsupported
-from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, CgroupFailure, ensure_dir, existing_in, keyed,
-                          make_dir, remove_all, restore, write)
+from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, ensure_dir, existing_in, keyed, make_dir,
+                          remove_all, restore, write)
 
 MEMSW = "memory.memsw.limit_in_bytes"
 
@@ -85,10 +85,6 @@ class CgroupV1:
                 return keyed(path / "memory.oom_control").get("oom_kill", 0)
         return 0
 
-    def memory_dir(self, dirs: list[Path]) -> Path | None:
-        memory = self.mounts.get("memory")
-        return next((p for p in dirs if memory is not None and p.parent.parent == memory), None)
-
     def restore(self, pid: int, proc_cgroup: tuple[str, ...]) -> None:
         roots = {}
         for line in proc_cgroup:
@@ -108,5 +104,3 @@ class CgroupV1:
     def existing(self) -> dict[str, list[Path]]:
         return existing_in(dict.fromkeys(self.mounts.values()))
 
-
-__all__ = ["CgroupV1", "CgroupFailure"]

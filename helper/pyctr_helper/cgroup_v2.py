@@ -90,9 +90,6 @@ class CgroupV2:
     def oom_kills(self, dirs: list[Path]) -> int:
         return sum(keyed(p / "memory.events").get("oom_kill", 0) for p in dirs)
 
-    def memory_dir(self, dirs: list[Path]) -> Path | None:
-        return dirs[0] if dirs and (dirs[0] / "memory.events").exists() else None
-
     def restore(self, pid: int, proc_cgroup: tuple[str, ...]) -> None:
         restore(pid, proc_cgroup, {"": self.root})
 
