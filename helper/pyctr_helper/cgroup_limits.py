@@ -122,7 +122,8 @@ def parse_limits(options: Mapping[str, Any], cpu_count: int | None = None) -> Li
         elif MIN_MEMORY <= memory < 2**62:
             limits = replace(limits, memory=memory)
         else:
-            raise InvalidLimit(f"memory must be 0 (unlimited) or between {MIN_MEMORY} bytes and 4 EiB")
+            raise InvalidLimit(f"memory must be at least {MIN_MEMORY >> 20} MiB and below 4 EiB "
+                               "(or 0 for unlimited)")
     if "memory_swap" in options:
         swap = options["memory_swap"]
         if "memory" not in options or limits.memory_unlimited:
