@@ -257,3 +257,13 @@ def test_helper_restart_reconciles_stale_and_live_cgroups(user_a, rootfs, helper
     assert live.stop().returncode == 0
     wait_for(lambda: not pids.exists(), timeout=15,
              what="the live container's cgroup to be removed after it exits")
+
+
+def test_cgroup_is_removed_when_pyctr_itself_is_killed(user_a, rootfs, background):
+    bg = background("--memory", "64m", "--pids-limit", "20")
+    memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
+                      what="the container's memory cgroup")
+    bg.proc.send_signal(signal.SIGKILL)
+    bg.proc.wait(timeout=30)
+    wait_for(lambda: not memory.exists(), timeout=20,
+             what="the cgroup to be removed after pyctr was killed")
