@@ -164,3 +164,32 @@ def test_concurrent_runs_of_one_user_do_not_collect_each_other(run_a, rootfs):
     assert [r[2] for r in results] == [0] * 6, [r[1] for r in results]
     assert all(r[0] == "x\n" for r in results)
     assert run_a.containers() == []
+
+
+def test_etc_files_follow_absolute_symlinks_inside_the_rootfs(run_a, rootfs):
+    """Distribution images link /etc/resolv.conf into /run: the bind lands inside the rootfs."""
+    import shutil
+
+    copy = run_a.scratch / "rootfs"
+    shutil.copytree(rootfs, copy, symlinks=True)
+    (copy / "etc" / "resolv.conf").unlink(missing_ok=True)
+    os.symlink("/run/systemd/resolve/stub-resolv.conf", copy / "etc" / "resolv.conf")
+    out = run_a.run("--rm", "--network", "none", str(copy), "sh", "-c",
+                    "cat /etc/resolv.conf >/dev/null && ls /run/systemd/resolve")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["stub-resolv.conf"]
+    assert not (copy / "run" / "systemd").exists()
+
+
+def test_rootfs_symlink_climbing_out_is_refused(run_a, rootfs, marker):
+    import shutil
+
+    copy = run_a.scratch / "rootfs"
+    shutil.copytree(rootfs, copy, symlinks=True)
+    (copy / "etc" / "hosts").unlink(missing_ok=True)
+    os.symlink("../../../../../../../../tmp/pyctr-escape-target", copy / "etc" / "hosts")
+    out = run_a.run("--rm", "--network", "none", str(copy), "true", marker)
+    assert out.returncode == 125
+    assert "leads out of the container's root" in out.stderr
+    assert not os.path.lexists("/tmp/pyctr-escape-target")
+    run_a.assert_nothing_left(marker)

@@ -207,3 +207,12 @@ def test_workdir_through_a_descriptor_is_refused(run_a, rootfs, marker, fd):
     assert out.returncode == 125
     assert len(out.stderr.splitlines()) == 1
     run_a.assert_nothing_left(marker)
+
+
+def test_network_host_shares_the_hosts_interfaces_and_hostname(run_a, rootfs):
+    out = run_a.run("--rm", "--network", "host", str(rootfs), "sh", "-c",
+                    "hostname; ls /sys/class/net")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert lines[0] == os.uname().nodename
+    assert sorted(lines[1:]) == sorted(os.listdir("/sys/class/net"))

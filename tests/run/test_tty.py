@@ -85,3 +85,20 @@ def test_tty_sets_term(run_a, rootfs):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_tty_with_init_gives_cmd_the_terminal(run_a, rootfs):
+    master, slave = os.openpty()
+    try:
+        u = run_a.user
+        p = subprocess.run([PYCTR, "run", "--rm", "--network", "none", "-t", "--init", str(rootfs),
+                            "sh", "-c", "tty; echo pid=$$"], stdin=subprocess.DEVNULL,
+                           stdout=slave, stderr=slave, user=u.uid, group=u.gid, extra_groups=[],
+                           env=run_a.env(u.env()), cwd=u.home, timeout=30)
+        seen = bytearray()
+        _read_until(master, b"pid=2", seen)
+        assert b"/dev/pts/0" in seen
+        assert p.returncode == 0
+    finally:
+        os.close(master)
+        os.close(slave)
