@@ -86,9 +86,10 @@ class HelperSession:
             return      # already activated on the bus: measure that one, leave it running
         if not PYCTR_HELPER.exists():
             raise Unavailable(f"{PYCTR_HELPER} is not installed")
-        self.proc = subprocess.Popen([str(PYCTR_HELPER), "--log", str(self.log)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "a"), cwd="/")
+        with open(self.log, "a") as stderr:
+            self.proc = subprocess.Popen([str(PYCTR_HELPER), "--log", str(self.log)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=stderr, cwd="/")
         HELPER_PID_FILE.write_text(str(self.proc.pid))
         self.started_here = True
         try:
@@ -121,7 +122,8 @@ class HelperSession:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc, timeout=15)
+            # SIGTERM ends every lease and removes the helper's chains and bridge: give it time.
+            stop_process(self.proc, timeout=60)
             self.proc = None
         HELPER_PID_FILE.unlink(missing_ok=True)
         RULES.unlink(missing_ok=True)
