@@ -90,10 +90,11 @@ def test_volume_symlink_escaping_the_rootfs_is_refused(run_a, rootfs, marker):
 
 
 def test_read_only_root_refuses_writes_but_tmp_is_writable(run_a, rootfs):
-    out = run_a.run("--rm", "--network", "none", "--read-only", str(rootfs), "sh", "-c",
-                    "touch /tmp/ok && ! touch /nope 2>/dev/null && echo done")
+    out = run_a.run("--rm", "--network", "none", "--read-only", "--hostname", "ro1", str(rootfs),
+                    "sh", "-c", "touch /tmp/ok && ! touch /nope 2>/dev/null && cat /etc/hostname "
+                    "&& grep -c ro1 /etc/hosts && echo done")
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "done\n"
+    assert out.stdout == "ro1\n1\ndone\n"
 
 
 def test_tmpfs_option_mounts_a_tmpfs(run_a, rootfs):
