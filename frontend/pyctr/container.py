@@ -191,6 +191,14 @@ def _check_cwd() -> None:
 
 
 def _exec(spec: ContainerSpec, sock) -> None:
+    # Why CMD cannot overwrite the Python interpreter or pyctr through /proc/self/exe or an
+    # inherited descriptor (CVE-2019-5736): until this execve the container has no other
+    # process that could open our /proc/<pid>/exe; every pyctr descriptor is closed by now;
+    # and even a handle on the interpreter or /opt/pyctr would be useless, since those files
+    # belong to host root, which is not mapped in the container's user namespace: the
+    # container's root (the user) has no capability over them and no write permission.
+    # The same holds for the --init process, which stays a Python process.
+    # See docs/runtime-security.md.
     env = dict(spec.env)
     try:
         os.execvpe(spec.command[0], list(spec.command), env)
