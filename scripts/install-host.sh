@@ -39,12 +39,7 @@ if [ ! -x "$PYCTR_PREFIX/bin/python" ]; then
 fi
 pip_log=$(mktemp)
 pip() { "$PYCTR_PREFIX/bin/pip" install -q --disable-pip-version-check "$@" >>"$pip_log" 2>&1 \
-        || { cat "$pip_log" >&2; rm -f "$pip_log"
-if [ -n "$editable" ]; then
-    # An editable install does not run the cffi build step: generate the modules in place.
-    (cd "$src/frontend" && "$PYCTR_PREFIX/bin/python" pyctr/_libc_build.py)
-    (cd "$src/helper" && "$PYCTR_PREFIX/bin/python" pyctr_helper/_libc_build.py)
-fi; log "pip install $* failed"; exit 1; }; }
+        || { cat "$pip_log" >&2; rm -f "$pip_log"; log "pip install $* failed"; exit 1; }; }
 pip "$src"
 # Same version number after an upgrade of the checkout: force the package itself in again.
 pip --force-reinstall --no-deps $editable "$src"
