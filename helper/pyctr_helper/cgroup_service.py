@@ -45,14 +45,13 @@ class Placement:
     name: str
     caller: Caller
     dirs: list[Path]
-    watch: Watch | None = None
-    owner_watch: Any = None
-    timer: asyncio.TimerHandle | None = None
+    watch: Watch | None = None        # the container's exit
+    owner_watch: Watch | None = None  # the calling pyctr's exit
+    pending: set[Watch] = field(default_factory=set)  # after a restart: every process inside
     exited: bool = False
     owner_gone: bool = False
     removing: bool = False
     oom_kills: int = 0
-    pidfds: list[int] = field(default_factory=list)
 
 
 def _refusal(e: LimitError) -> HelperError:
@@ -65,10 +64,14 @@ def _refusal(e: LimitError) -> HelperError:
 
 class CgroupService:
     def __init__(self, config: Any, audit: Audit, watcher: ExitWatcher,
-                 backend: CgroupBackend | None = None) -> None:
+                 backend: CgroupBackend | None = None,
+                 submit: Callable[..., None] | None = None) -> None:
+        """`submit(fn, *args)` runs fn on the thread that calls limit() (the helper's act
+        thread); None runs it at once, for a caller with a single thread."""
         self.config = config
         self.audit = audit
         self.watcher = watcher
+        self.submit = submit
         self._backend = backend
         self.placements: dict[str, Placement] = {}
 
@@ -122,10 +125,11 @@ class CgroupService:
             if not still_same(pidfd, target):
                 raise TargetRefused()
             placement = Placement(name, caller, dirs)
-            placement.watch = self.watcher.watch(pidfd, lambda: self._exited(name))
+            placement.watch = self.watcher.watch(pidfd, lambda: self._submit(self._exited, name))
             undo.commit()
         self.placements[name] = placement
-        placement.owner_watch = self._watch_owner(caller, lambda: self._owner_left(name))
+        placement.owner_watch = self._watch_owner(
+            caller, lambda: self._submit(self._owner_left, name))
         return placement
 
     def _move_back(self, dirs: list[Path], target: Target) -> None:
@@ -150,6 +154,18 @@ class CgroupService:
             os.close(fd)
 
     # --- lifetime -------------------------------------------------------------------------
+    # Exit callbacks and timers fire on the asyncio loop; what they decide runs where limit()
+    # runs (the helper's act thread), so the placements and the cgroupfs have one writer.
+
+    def _submit(self, fn: Callable[..., None], *args: object) -> None:
+        if self.submit is None:
+            fn(*args)
+        else:
+            self.submit(fn, *args)
+
+    def _after(self, delay: float, fn: Callable[..., None], *args: object) -> None:
+        """Run fn(*args) on the act thread `delay` seconds from now (callable from any thread)."""
+        self.loop.call_soon_threadsafe(self.loop.call_later, delay, self._submit, fn, *args)
 
     def _exited(self, name: str) -> None:
         placement = self.placements.get(name)
@@ -159,7 +175,7 @@ class CgroupService:
         if placement.owner_gone:
             self._remove(name)
         else:
-            placement.timer = self.loop.call_later(REMOVE_GRACE, self._remove, name)
+            self._after(REMOVE_GRACE, self._remove, name)  # a no-op if removed by then
 
     def _owner_left(self, name: str) -> None:
         placement = self.placements.get(name)
@@ -178,9 +194,9 @@ class CgroupService:
                 return
             placement.removing = True
             deadline = self.loop.time() + RMDIR_GIVE_UP
-            for handle in (placement.timer, placement.owner_watch):
-                if handle is not None:
-                    handle.cancel()
+            for watch in (placement.watch, placement.owner_watch, *placement.pending):
+                if watch is not None:
+                    watch.cancel()
         # For the audit line; a partly removed cgroup reads 0, so keep the highest count.
         placement.oom_kills = max(placement.oom_kills, self.backend.oom_kills(placement.dirs))
         if self.backend.remove(placement.dirs, attempts=1):
@@ -188,7 +204,7 @@ class CgroupService:
             self.audit.record(placement.caller, "resources.release", "ok",
                               cgroup=f"{SUBTREE}/{name}", oom_kills=placement.oom_kills)
         elif self.loop.time() < deadline:
-            self.loop.call_later(RMDIR_RETRY, self._remove, name, deadline)
+            self._after(RMDIR_RETRY, self._remove, name, deadline)
         else:
             del self.placements[name]
             self.audit.record(placement.caller, "resources.release", "failed",
@@ -209,44 +225,41 @@ class CgroupService:
                 continue
             uid = owner_of(name)
             caller = Caller(bus_name="(reconcile)", uid=uid if uid is not None else -1, pid=0)
-            pids = set().union(*(procs(d) for d in dirs))
             placement = Placement(name, caller, dirs, exited=True, owner_gone=True)
             self.placements[name] = placement
-            if not pids:
-                self._remove(name)
-                continue
-            # Still in use by a container that outlived the old helper: watch every process
-            # in it and remove the cgroup after the last one.
-            for pid in pids:
+            # A container that outlived the old helper: watch every process in its cgroup and
+            # remove the cgroup after the last one (none: remove it now).
+            for pid in set().union(*(procs(d) for d in dirs)):
                 try:
                     fd = os.pidfd_open(pid)
                 except OSError:
-                    continue
-                placement.pidfds.append(fd)
-                self.loop.add_reader(fd, self._reconciled_exit, name, fd)
-            if not placement.pidfds:
-                self._remove(name)
-            else:
+                    continue  # gone already
+                try:
+                    # The callback gets the list, read on the act thread once this loop is done.
+                    holder: list[Watch] = []
+                    holder.append(self.watcher.watch(
+                        fd, lambda n=name, h=holder: self._submit(self._reconciled_exit, n, h)))
+                    placement.pending.add(holder[0])
+                finally:
+                    os.close(fd)
+            if placement.pending:
                 self.audit.record(SYSTEM, "resources.reconcile", "ok", cgroup=f"{SUBTREE}/{name}",
                                   kept="live processes")
+            else:
+                self._remove(name)
 
-    def _reconciled_exit(self, name: str, fd: int) -> None:
-        self.loop.remove_reader(fd)
-        os.close(fd)
+    def _reconciled_exit(self, name: str, holder: list[Watch]) -> None:
         placement = self.placements.get(name)
         if placement is None:
             return
-        placement.pidfds.remove(fd)
-        if not placement.pidfds:
+        placement.pending.discard(holder[0])
+        if not placement.pending:
             self._remove(name)
 
     def close(self) -> None:
         """Helper shutdown: stop watching; live cgroups stay, the next start reconciles them."""
         for placement in self.placements.values():
-            for handle in (placement.watch, placement.timer, placement.owner_watch):
-                if handle is not None:
-                    handle.cancel()
-            for fd in placement.pidfds:
-                self.loop.remove_reader(fd)
-                os.close(fd)
+            for watch in (placement.watch, placement.owner_watch, *placement.pending):
+                if watch is not None:
+                    watch.cancel()
         self.placements.clear()

@@ -23,7 +23,8 @@ _service: CgroupService | None = None
 def _get(services: Services) -> CgroupService:
     global _service
     if _service is None:
-        _service = CgroupService(services.config, services.audit, services.exits)
+        _service = CgroupService(services.config, services.audit, services.exits,
+                                 submit=services.submit)
         _service.reconcile()
         services.on_shutdown(_service.close)
     return _service

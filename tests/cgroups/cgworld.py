@@ -9,6 +9,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -62,15 +63,25 @@ class FakeConfig:
 
 
 class Driven:
-    """A CgroupService on its own event loop, as the helper would run it."""
+    """A CgroupService threaded as the helper runs it: watches and timers on an asyncio loop
+    (turned by spin()), every act on one worker thread (limit(), act())."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.watcher = ExitWatcher(self.loop)
         self.audit = Recorder()
         self.config = FakeConfig()
-        self.service = CgroupService(self.config, self.audit, self.watcher)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-act")
+        self.service = CgroupService(self.config, self.audit, self.watcher,
+                                     submit=lambda fn, *args: self.worker.submit(fn, *args))
         self.procs: list[subprocess.Popen] = []
+
+    def act(self, fn, *args):
+        """Run fn on the act thread and return its result (or raise its exception)."""
+        return self.worker.submit(fn, *args).result(timeout=30)
+
+    def limit(self, caller: Caller, pidfd: int, values: dict) -> dict:
+        return self.act(self.service.limit, caller, pidfd, values)
 
     def spin(self) -> None:
         self.loop.run_until_complete(asyncio.sleep(0.02))
@@ -87,12 +98,13 @@ class Driven:
                 proc.send_signal(signal.SIGKILL)
             proc.wait()
         for name in list(self.service.placements):
-            self.service._remove(name)
+            self.act(self.service._remove, name)
         for _ in range(100):
             if not self.service.placements:
                 break
             self.spin()
-        self.service.close()
+        self.act(self.service.close)
+        self.worker.shutdown(wait=True)
         self.watcher.close()
         self.loop.close()
 

@@ -50,7 +50,7 @@ def _cgroup_of(pid: int) -> str:
 def test_limit_moves_the_process_into_root_owned_cgroups_with_the_limits(driven, user_a):
     caller = _caller(driven, user_a)
     proc, pidfd = driven.process(user_a)
-    reply = driven.service.limit(caller, pidfd, {"memory": 64 * MiB, "cpus": 0.5, "pids": 10})
+    reply = driven.limit(caller, pidfd, {"memory": 64 * MiB, "cpus": 0.5, "pids": 10})
     os.close(pidfd)
 
     assert reply["cgroup"][1].startswith(f"{SUBTREE}/{user_a.uid}-")
@@ -74,7 +74,7 @@ def test_cgroup_stays_while_pyctr_reads_it_and_goes_when_pyctr_exits(driven, use
     os.close(fd)
     caller = Caller(bus_name=":1.test", uid=user_a.uid, pid=caller_proc.pid)
     proc, pidfd = driven.process(user_a)
-    reply = driven.service.limit(caller, pidfd, {"pids": 5})
+    reply = driven.limit(caller, pidfd, {"pids": 5})
     os.close(pidfd)
     dirs = _dirs(reply)
     name = reply["cgroup"][1].split("/")[1]
@@ -99,7 +99,7 @@ def test_limit_refuses_a_process_of_another_user(driven, user_a, user_b):
     caller = _caller(driven, user_a)
     _, pidfd = driven.process(user_b)
     with pytest.raises(InvalidArgument, match="does not name a live process"):
-        driven.service.limit(caller, pidfd, {"memory": 64 * MiB})
+        driven.limit(caller, pidfd, {"memory": 64 * MiB})
     os.close(pidfd)
     assert pyctr_cgroups({user_a.uid, user_b.uid}) == before
 
@@ -109,7 +109,7 @@ def test_limit_refuses_a_process_of_root(driven, user_a):
     pidfd = os.pidfd_open(os.getpid())
     try:
         with pytest.raises(InvalidArgument, match="does not name a live process"):
-            driven.service.limit(caller, pidfd, {"pids": 5})
+            driven.limit(caller, pidfd, {"pids": 5})
     finally:
         os.close(pidfd)
 
@@ -119,16 +119,16 @@ def test_limit_refuses_an_exited_process(driven, user_a):
     proc, pidfd = driven.process(user_a, ["true"])
     proc.wait()
     with pytest.raises(InvalidArgument, match="does not name a live process"):
-        driven.service.limit(caller, pidfd, {"pids": 5})
+        driven.limit(caller, pidfd, {"pids": 5})
     os.close(pidfd)
 
 
 def test_limit_refuses_to_move_an_already_limited_process(driven, user_a):
     caller = _caller(driven, user_a)
     proc, pidfd = driven.process(user_a)
-    first = driven.service.limit(caller, pidfd, {"pids": 5})
+    first = driven.limit(caller, pidfd, {"pids": 5})
     with pytest.raises(InvalidArgument, match="already limited"):
-        driven.service.limit(caller, pidfd, {"pids": 500})
+        driven.limit(caller, pidfd, {"pids": 500})
     os.close(pidfd)
     assert f"pids:/{first['cgroup'][1]}" in _cgroup_of(proc.pid)
     assert len(driven.service.placements) == 1
@@ -144,9 +144,9 @@ def test_limit_refuses_requests_above_the_admins_maximum(driven, user_a):
                         ({"cpus": 1.5}, "--cpus"), ({"pids": 101}, "--pids-limit"),
                         ({"pids": -1}, "--pids-limit")):
         with pytest.raises(QuotaExceeded, match=what):
-            driven.service.limit(caller, pidfd, asked)
+            driven.limit(caller, pidfd, asked)
     assert pyctr_cgroups({user_a.uid}) == before
-    driven.service.limit(caller, pidfd, {"memory": 128 * MiB, "cpus": 1.0, "pids": 100})
+    driven.limit(caller, pidfd, {"memory": 128 * MiB, "cpus": 1.0, "pids": 100})
     os.close(pidfd)
 
 
@@ -171,7 +171,7 @@ def test_limit_refuses_invalid_values_before_touching_anything(driven, user_a, a
     caller = _caller(driven, user_a)
     _, pidfd = driven.process(user_a)
     with pytest.raises(InvalidArgument, match=message):
-        driven.service.limit(caller, pidfd, asked)
+        driven.limit(caller, pidfd, asked)
     os.close(pidfd)
     assert pyctr_cgroups({user_a.uid}) == before
 
@@ -182,7 +182,7 @@ def test_memory_swap_is_written_where_the_host_accounts_swap(driven, user_a):
         pytest.skip("no swap accounting on this host")
     caller = _caller(driven, user_a)
     _, pidfd = driven.process(user_a)
-    reply = driven.service.limit(caller, pidfd, {"memory": 64 * MiB, "memory_swap": 96 * MiB})
+    reply = driven.limit(caller, pidfd, {"memory": 64 * MiB, "memory_swap": 96 * MiB})
     os.close(pidfd)
     memory = next(d for d in _dirs(reply) if d.parent.parent.name == "memory")
     assert (memory / "memory.memsw.limit_in_bytes").read_text().strip() == str(96 * MiB)
@@ -196,7 +196,7 @@ def test_reconcile_removes_stale_cgroups_and_watches_live_ones(driven, user_a):
     os.close(pidfd)
     backend.move(live, proc.pid)
 
-    driven.service.reconcile()
+    driven.act(driven.service.reconcile)
     wait_for(lambda: not any(d.exists() for d in stale), spin=driven.spin,
              what="the stale cgroup to be removed")
     assert all(d.is_dir() for d in live)
@@ -256,7 +256,7 @@ def test_a_failed_move_puts_the_process_back_and_leaves_no_cgroup(driven, user_a
     proc, pidfd = driven.process(user_a)
     original = _cgroup_of(proc.pid)
     with pytest.raises(Failed, match="cgroup.procs"):
-        driven.service.limit(caller, pidfd, {"memory": 64 * MiB, "pids": 10})
+        driven.limit(caller, pidfd, {"memory": 64 * MiB, "pids": 10})
     os.close(pidfd)
     assert _cgroup_of(proc.pid) == original
     assert pyctr_cgroups({user_a.uid}) == before
@@ -270,9 +270,9 @@ def test_a_user_holds_a_bounded_number_of_limited_containers(driven, user_a, mon
     caller = _caller(driven, user_a)
     for _ in range(2):
         _, pidfd = driven.process(user_a)
-        driven.service.limit(caller, pidfd, {"pids": 10})
+        driven.limit(caller, pidfd, {"pids": 10})
         os.close(pidfd)
     _, pidfd = driven.process(user_a)
     with pytest.raises(QuotaExceeded, match="at most 2"):
-        driven.service.limit(caller, pidfd, {"pids": 10})
+        driven.limit(caller, pidfd, {"pids": 10})
     os.close(pidfd)
