@@ -276,3 +276,22 @@ def test_a_user_holds_a_bounded_number_of_limited_containers(driven, user_a, mon
     with pytest.raises(QuotaExceeded, match="at most 2"):
         driven.limit(caller, pidfd, {"pids": 10})
     os.close(pidfd)
+
+
+def test_reconcile_removes_each_live_cgroup_when_its_own_processes_exit(driven, user_a):
+    backend = detect()
+    cgroups, procs_ = [], []
+    for _ in range(3):
+        dirs = backend.create(new_name(user_a.uid), LimitRequest(pids=5))
+        proc, pidfd = driven.process(user_a)
+        os.close(pidfd)
+        backend.move(dirs, proc.pid)
+        cgroups.append(dirs)
+        procs_.append(proc)
+    driven.act(driven.service.reconcile)
+    for i, proc in enumerate(procs_):
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not any(d.exists() for d in cgroups[i]), spin=driven.spin,
+                 what=f"cgroup {i} to be removed after its process")
+        assert all(d.is_dir() for later in cgroups[i + 1:] for d in later)
