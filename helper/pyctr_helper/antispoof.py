@@ -1,22 +1,31 @@
 """Anti-spoofing: frames a container sends carry only its leased IPv4 address and MAC.
 
-Enforced on the ingress of the host-side veth (frames the container sends arrive there), with an
-nftables netdev table per lease:
-    IPv4 with source MAC = lease MAC and source IP = lease IP          accept
-    ARP with Ethernet and sender MAC = lease MAC, sender IP = lease IP  accept
-    anything else (other IPs or MACs, IPv6, other ethertypes)         drop (chain policy)
+One nftables table of the bridge family, hooked at bridge prerouting (every frame entering a
+bridge port, whether it is then bridged or delivered to the host):
 
-Why a per-interface ingress hook: it needs no global switch. physdev rules in iptables need
-br_netfilter, which sends every bridged frame on the host through iptables and changes how
-other bridges (docker's, libvirt's) behave; ebtables is a second, global firewall framework.
-tc on the veth's ingress would be equivalent, but needs the flower/matchall classifiers and the
-gact action, which kernels built without them (like this project's CI VM) lack; the netdev
-family is part of nf_tables itself. The table is named after the helper-chosen interface and
-removed with the lease (a netdev table outlives its device, so removal is explicit, and start-up
-reconciliation removes any left by a crash).
+    table bridge pyctr
+      set ports   { ifname }                                  the helper's veths
+      set ip_ok   { ifname . MAC . IPv4 }                     per lease
+      set arp_ok  { ifname . MAC . sender MAC . sender IPv4 } per lease
+      chain prerouting (policy accept)
+        iifname not in @ports           accept   other bridges and ports: untouched
+        IPv4 matching @ip_ok            accept
+        ARP matching @arp_ok            accept
+        anything else                   drop     other IPs or MACs, IPv6, other ethertypes
 
+Why this and not the alternatives: iptables physdev rules need br_netfilter, a global switch
+that sends every bridged frame on the host through iptables and changes how other bridges
+(docker's, libvirt's) behave; ebtables is a second, global framework. tc on each veth's
+ingress would be per interface too, but needs the flower/matchall classifiers and the gact
+action, which kernels built without them (this project's CI VM) lack. A netdev table per veth
+works everywhere nf_tables does, but the nft tool reloads its whole cache for each change, so
+with 500 leases each attach paid ~200 ms; here a lease is three set elements, added and removed
+in a few milliseconds whatever the count (bench/helper_attach.py).
+
+A lease's elements go in before its veth joins the bridge, so no unfiltered frame ever passes,
+and come out when it ends. Start-up rebuilds the table from the live leases; SIGTERM removes it.
 The `nft` binary runs with a fixed argv; the ruleset on its stdin is built only from the
-helper's own typed values (the lease's address and MAC, the helper-named interface).
+helper's own typed values (a lease's address and MAC, the helper-named interface).
 """
 
 from __future__ import annotations
@@ -24,46 +33,67 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
+from typing import Iterable
 
 NFT = "/usr/sbin/nft"
-TABLE_PREFIX = "pyctr-"
+TABLE = "pyctr"
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_IFNAME = re.compile(r"^[a-z0-9]{1,15}$")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
-
-def _nft(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([NFT, *argv], input=stdin, text=True, capture_output=True,
-                          close_fds=True, env=_ENV)
-
-
-def table_name(host_ifname: str) -> str:
-    return TABLE_PREFIX + host_ifname
-
-
-def protect(host_ifname: str, address: str, mac: str) -> None:
-    ip = ipaddress.IPv4Address(address)  # typed values only, re-checked before use
-    if not _MAC.match(mac) or not re.fullmatch(r"[a-z0-9]{1,15}", host_ifname):
-        raise ValueError("bad MAC or interface name for anti-spoofing rules")
-    ruleset = f"""table netdev {table_name(host_ifname)} {{
-    chain ingress {{
-        type filter hook ingress device "{host_ifname}" priority filter; policy drop;
-        ether saddr {mac} ether type ip ip saddr {ip} accept
-        ether saddr {mac} ether type arp arp saddr ether {mac} arp saddr ip {ip} accept
+_TABLE_DEF = f"""table bridge {TABLE} {{
+    set ports {{ type ifname; }}
+    set ip_ok {{ type ifname . ether_addr . ipv4_addr; }}
+    set arp_ok {{ type ifname . ether_addr . ether_addr . ipv4_addr; }}
+    chain prerouting {{
+        type filter hook prerouting priority -300; policy accept;
+        iifname != @ports accept
+        ether type ip iifname . ether saddr . ip saddr @ip_ok accept
+        ether type arp iifname . ether saddr . arp saddr ether . arp saddr ip @arp_ok accept
+        drop
     }}
 }}
 """
-    result = _nft("-f", "-", stdin=ruleset)
+
+
+def _nft(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([NFT, "-f", "-"], input=script, text=True, capture_output=True,
+                          close_fds=True, env=_ENV)
+
+
+def _elements(verb: str, host_ifname: str, address: str, mac: str) -> str:
+    ip = ipaddress.IPv4Address(address)  # typed values only, re-checked before use
+    if not _MAC.match(mac) or not _IFNAME.match(host_ifname):
+        raise ValueError("bad MAC or interface name for anti-spoofing rules")
+    name = f'"{host_ifname}"'
+    return (f"{verb} element bridge {TABLE} ip_ok {{ {name} . {mac} . {ip} }}\n"
+            f"{verb} element bridge {TABLE} arp_ok {{ {name} . {mac} . {mac} . {ip} }}\n"
+            f"{verb} element bridge {TABLE} ports {{ {name} }}\n")
+
+
+def install(leases: Iterable[tuple[str, str, str]]) -> None:
+    """(Re)create the table with the elements of the live leases (host_ifname, address, mac)."""
+    script = f"add table bridge {TABLE}\ndelete table bridge {TABLE}\n" + _TABLE_DEF
+    script += "".join(_elements("add", *lease) for lease in leases)
+    result = _nft(script)
+    if result.returncode != 0:
+        raise OSError(f"nft: {result.stderr.strip()}")
+
+
+def uninstall() -> None:
+    _nft(f"add table bridge {TABLE}\ndelete table bridge {TABLE}\n")
+
+
+def protect(host_ifname: str, address: str, mac: str) -> None:
+    result = _nft(_elements("add", host_ifname, address, mac))
     if result.returncode != 0:
         raise OSError(f"nft failed for {host_ifname}: {result.stderr.strip()}")
 
 
-def unprotect(host_ifname: str) -> None:
-    """Remove the lease's table; already gone is fine."""
-    _nft("delete", "table", "netdev", table_name(host_ifname))
-
-
-def tables() -> set[str]:
-    """Host interface names that have a pyctr anti-spoofing table."""
-    out = _nft("list", "tables", "netdev").stdout
-    return {line.split()[2][len(TABLE_PREFIX):] for line in out.splitlines()
-            if line.startswith("table netdev " + TABLE_PREFIX)}
+def unprotect(host_ifname: str, address: str, mac: str) -> None:
+    """Remove the lease's elements; already gone is fine. nft applies a script all or nothing,
+    so if one element is missing (a crash half-way), the others go one by one."""
+    script = _elements("delete", host_ifname, address, mac)
+    if _nft(script).returncode != 0:
+        for line in script.splitlines():
+            _nft(line + "\n")

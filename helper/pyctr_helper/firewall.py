@@ -130,18 +130,15 @@ class Firewall:
             fcntl.flock(fd, fcntl.LOCK_EX)
             handles = {}
             for name in tables:
+                # Fresh state from the kernel (the admin may have changed other rules); with
+                # autocommit off, a batch abandoned by an exception is dropped by this refresh.
                 t = iptc.Table(name)
                 t.autocommit = False
                 t.refresh()
                 handles[name] = t
-            try:
-                yield handles
-                for t in handles.values():
-                    t.commit()
-            finally:
-                for t in handles.values():
-                    t.refresh()
-                    t.autocommit = True
+            yield handles
+            for t in handles.values():
+                t.commit()
         finally:
             os.close(fd)
 

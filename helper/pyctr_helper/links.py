@@ -42,6 +42,7 @@ def _sysctl(path: str, value: str) -> None:
 class Links:
     def __init__(self) -> None:
         self.ipr = IPRoute()
+        self._ready: set[str] = set()  # bridges set up by this process and still present
 
     def close(self) -> None:
         self.ipr.close()
@@ -57,6 +58,8 @@ class Links:
         """The network's bridge, created if missing: up, pinned MAC, the gateway address,
         route_localnet on it alone (so DNAT to loopback works for this bridge and nowhere else)."""
         idx = self.index(net.bridge)
+        if idx is not None and net.bridge in self._ready:
+            return idx
         if idx is None:
             try:
                 self.ipr.link("add", ifname=net.bridge, kind="bridge", address=bridge_mac(net.bridge))
@@ -73,9 +76,11 @@ class Links:
         self.ipr.link("set", index=idx, state="up")
         _sysctl(f"ipv4/conf/{net.bridge}/route_localnet", "1")
         _sysctl("ipv4/ip_forward", "1")
+        self._ready.add(net.bridge)
         return idx
 
     def remove_bridge(self, net: Network) -> None:
+        self._ready.discard(net.bridge)
         idx = self.index(net.bridge)
         if idx is not None:
             self.delete(idx)

@@ -70,8 +70,7 @@ class NetworkService:
             for name in self.links.names():
                 if is_helper_ifname(name) and name not in known:
                     self.links.delete(name)
-            for name in antispoof.tables() - known:
-                antispoof.unprotect(name)
+            antispoof.install((l.host_ifname, l.address, l.mac) for l in self.store.leases.values())
             for net in self.config.networks.values():
                 if not self.store.on_network(net.name):
                     self.links.remove_bridge(net)
@@ -121,6 +120,7 @@ class NetworkService:
         for lease_id in list(self.store.leases):
             self.end(lease_id, "helper stopped")
         self.firewall.uninstall()
+        antispoof.uninstall()
         for net in self.config.networks.values():
             self.links.remove_bridge(net)
         self.links.close()
@@ -168,7 +168,7 @@ class NetworkService:
             undo.push("veth", lambda: self.links.delete(lease.host_ifname))
             # Filters go on before the veth joins the bridge: no unfiltered frame ever passes.
             antispoof.protect(lease.host_ifname, lease.address, lease.mac)
-            undo.push("antispoof", lambda: antispoof.unprotect(lease.host_ifname))
+            undo.push("antispoof", lambda: antispoof.unprotect(lease.host_ifname, lease.address, lease.mac))
             self.links.enslave(idx, bridge)
             checkpoint("enslave")
             self.firewall.add_lease(lease)
@@ -241,7 +241,8 @@ class NetworkService:
     def _remove_objects(self, lease: Lease) -> None:
         for what, step in (("rules", lambda: self.firewall.remove_lease(lease)),
                            ("veth", lambda: self.links.delete(lease.host_ifname)),
-                           ("anti-spoofing table", lambda: antispoof.unprotect(lease.host_ifname))):
+                           ("anti-spoofing elements",
+                            lambda: antispoof.unprotect(lease.host_ifname, lease.address, lease.mac))):
             try:
                 step()
             except Exception:

@@ -1,6 +1,8 @@
 """A raw D-Bus client for the helper tests, run as a test user by /opt/pyctr/bin/python.
 
     client.py spawn                 start `unshare -Urn sleep infinity`, print {"pid": N}
+    client.py fill SPEC_JSON        {"count", "options"}: spawn and attach COUNT of them
+    client.py cycles SPEC_JSON      {"pid", "count", "options"}: Attach+Detach COUNT times
     client.py call SPEC_JSON        send one method call, print the reply or error as JSON
 
 SPEC: {"interface", "member", "signature", "body", "fds", "interactive", "path"}.
@@ -123,23 +125,50 @@ async def cycles(spec):
     print(json.dumps(result))
 
 
-def spawn():
+async def fill(spec):
+    """Start `count` namespace processes and attach each (leases live until they are killed).
+    Prints {"pids": [...], "errors": [...]}."""
+    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+    options = _decode(spec.get("options", {}))
+    out = {"pids": [], "errors": []}
+    for _ in range(spec["count"]):
+        pid = _spawn_one()
+        out["pids"].append(pid)
+        fds = [os.open(f"/proc/{pid}/ns/net", os.O_RDONLY), os.pidfd_open(pid)]
+        reply = await bus.call(Message(
+            destination=pyctr_bus.BUS_NAME, path=pyctr_bus.OBJECT_PATH,
+            interface=pyctr_bus.NETWORK_INTERFACE, member="Attach", signature="hha{sv}",
+            body=[0, 1, options], unix_fds=fds))
+        for fd in fds:
+            os.close(fd)
+        if reply.message_type == MessageType.ERROR:
+            out["errors"].append([reply.error_name, reply.body[0] if reply.body else ""])
+    bus.disconnect()
+    print(json.dumps(out))
+
+
+def _spawn_one() -> int:
     proc = subprocess.Popen(["unshare", "-Urn", "sleep", "infinity"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    # wait until the child is in its own user namespace
-    own = os.stat("/proc/self/ns/user").st_ino
+    own = os.stat("/proc/self/ns/net").st_ino
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if os.stat(f"/proc/{proc.pid}/ns/user").st_ino != own:
+        if os.stat(f"/proc/{proc.pid}/ns/net").st_ino != own:
             break
         time.sleep(0.002)
-    print(json.dumps({"pid": proc.pid}))
+    return proc.pid
+
+
+def spawn():
+    print(json.dumps({"pid": _spawn_one()}))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "spawn":
         spawn()
+    elif sys.argv[1] == "fill":
+        asyncio.run(fill(json.loads(sys.argv[2])))
     elif sys.argv[1] == "cycles":
         asyncio.run(cycles(json.loads(sys.argv[2])))
     else:

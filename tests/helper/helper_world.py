@@ -86,10 +86,11 @@ def ports(*entries) -> tuple[str, list]:
 
 
 def leases_on_disk() -> list[dict]:
-    try:
-        return json.loads(Path("/var/lib/pyctr/leases.json").read_text())["leases"]
-    except FileNotFoundError:
+    """The helper's lease records (one JSON file per lease)."""
+    d = Path("/var/lib/pyctr/leases")
+    if not d.is_dir():
         return []
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
 
 
 def in_netns(pid: int, argv: list[str]) -> subprocess.CompletedProcess:
