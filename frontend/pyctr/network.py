@@ -134,7 +134,10 @@ def detach(setup: NetworkSetup) -> None:
             client = helper_client.HelperClient()
         client.detach(setup.lease)
     except HelperError as e:
-        if e.name != pyctr_bus.NO_SUCH_LEASE:
+        # NoSuchLease: the pidfd watch was first. A refusal (polkit may want a password
+        # again for Detach): the container is gone by now, so the pidfd watch ends the
+        # lease all the same, and prompting on the way out would help nobody.
+        if e.name != pyctr_bus.NO_SUCH_LEASE and e.name not in _REFUSALS:
             _note(f"could not release network lease {setup.lease}: {_reason(e)} "
                   "(pyctr-helper releases it once the container is gone)")
     except Exception as e:  # the exit path must go on whatever the bus did
@@ -218,14 +221,18 @@ def _user_error(e: HelperError, config: NetworkConfig, prompted: bool = False) -
                      "group (polkit rule installed by install-host.sh)")
         else:
             grant = f"an administrator must grant {action} with a polkit rule"
+        # The helper's text usually repeats "not authorized for ACTION": keep what it adds.
+        detail = reason
+        if detail.startswith(f"not authorized for {action}"):
+            detail = detail[len(f"not authorized for {action}"):].lstrip(" :;,.")
         if e.name == pyctr_bus.INTERACTIVE_AUTHORIZATION_REQUIRED and prompted:
             how = "no polkit agent could ask for the password"
         elif e.name == pyctr_bus.INTERACTIVE_AUTHORIZATION_REQUIRED:
             how = "it needs a password, and pyctr asks for one only on a terminal"
         elif prompted:
-            how = f"authentication failed ({reason})" if reason else "authentication failed"
+            how = "authentication failed"
         else:
-            how = reason or "not authorized"
+            how = detail or "polkit said no"
         message = f"not authorized for {action} (network '{config.name}'): {how}; {grant}"
     elif e.name in _UNREACHABLE or e.name.startswith("org.freedesktop.DBus.Error.Spawn"):
         message = f"pyctr-helper is not reachable on the system bus: {reason}"

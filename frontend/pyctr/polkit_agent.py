@@ -8,11 +8,11 @@ This is what fwupd's client does: `--notify-fd` tells us when registration is do
 retry never races the agent, and `--fallback` leaves an agent that already serves the login
 session (a desktop's) in charge.
 
-`--fallback` is only passed when logind tracks sessions. polkitd consults a fallback agent
-only after it has found the subject's session (get_authentication_agent_for_subject in
-polkitbackendinteractiveauthority.c), so on a machine without logind a fallback agent is
-never used and the prompt could not appear. Without logind there is no session agent to
-defer to either, and an agent registered for our own pid serves only our own calls.
+`--fallback` is only passed when pyctr runs inside a login session. polkitd consults a
+fallback agent only after it has found the subject's session (get_authentication_agent_for_
+subject in polkitbackendinteractiveauthority.c), so outside a session a fallback agent is never
+used and the prompt could not appear. Outside a session there is no session agent to defer to
+either, and an agent registered for our own pid serves only our own calls.
 
 The password never passes through pyctr: pkttyagent reads it from the terminal and hands
 it to polkit's setuid polkit-agent-helper-1.
@@ -32,14 +32,44 @@ from pathlib import Path
 # on the prompt rather than hang before the container starts.
 REGISTER_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
-# logind's per-session state; its presence means polkitd can map a process to a session.
-LOGIND_SESSIONS = Path("/run/systemd/sessions")
 
 
 def can_prompt() -> bool:
     """True when a password prompt could reach a human: stdin is a terminal and the
     agent is installed."""
     return os.isatty(0) and shutil.which("pkttyagent") is not None
+
+
+def _in_login_session() -> bool:
+    """Whether polkitd can find a login session for us, asked the way it asks logind
+    (sd_pid_get_session reads the process's cgroup: a session-N.scope under systemd, a
+    numbered cgroup in elogind's hierarchy). Directories under /run/systemd prove nothing:
+    an image may ship them without any logind running."""
+    try:
+        text = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "name=elogind" in controllers and path.strip("/"):
+            return True
+        if any(p.startswith("session-") and p.endswith(".scope") for p in path.split("/")):
+            return True
+    return False
+
+
+def _process_subject(pid: int) -> str:
+    """"PID,START_TIME", the agent's scope exactly as polkitd derives it from our bus name.
+
+    With a bare PID, pkttyagent registers a subject whose start time does not match the one
+    polkitd computes for the helper's system-bus-name subject (polkit 122), and the agent is
+    never found ("no agent is available"). The start time, field 22 of /proc/PID/stat, also
+    pins the scope to this process: a recycled pid cannot inherit it.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    start_time = stat[stat.rindex(")") + 2:].split()[19]
+    return f"{pid},{start_time}"
 
 
 class TtyAgent:
@@ -67,8 +97,8 @@ class TtyAgent:
         if agent is None:
             return
         notify_read, notify_write = os.pipe()
-        argv = [agent, "--notify-fd", str(notify_write), "--process", str(self.pid)]
-        if LOGIND_SESSIONS.is_dir():
+        argv = [agent, "--notify-fd", str(notify_write), "--process", _process_subject(self.pid)]
+        if _in_login_session():
             argv.append("--fallback")
         try:
             # stdin, stdout and stderr stay the user's terminal: that is where the prompt goes.

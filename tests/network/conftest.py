@@ -7,7 +7,7 @@ from typing import Callable, Iterator, Sequence
 import pytest
 
 from networld import (HERE, OUTSIDE_ADDR, OUTSIDE_HOST_ADDR, OUTSIDE_HOST_IF, OUTSIDE_NS,
-                      OUTSIDE_PREFIX, PYTHON, Containers, Outside, PeerServer, leases_of,
+                      OUTSIDE_PREFIX, PYTHON, Containers, Outside, PeerServer, leases_of, nft_tables,
                       port_bindable, remove_outside, sh, sockets_on, wait_for)
 
 
@@ -72,10 +72,13 @@ def peer_server() -> Iterator[Callable[..., PeerServer]]:
 @pytest.fixture
 def nothing_left(unchanged_host, user_a) -> Callable[..., None]:
     """Check on the kernel's side that a container left nothing: links, NAT and filter rules
-    (unchanged_host), the user's leases (the helper's List) and the host port's sockets."""
+    (unchanged_host), nftables tables (the helper's anti-spoofing), the user's leases (the
+    helper's List) and the host port's sockets."""
+    tables_before = nft_tables()
 
     def check(user=user_a, ports: Sequence[tuple[int, int]] = ()) -> None:
         unchanged_host()
+        wait_for(lambda: nft_tables() == tables_before, what="nftables to be as before")
         wait_for(lambda: leases_of(user) == [], what=f"{user.name}'s leases to end")
         for port, kind in ports:
             wait_for(lambda: not sockets_on(port) and port_bindable(port, kind),

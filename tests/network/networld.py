@@ -35,6 +35,8 @@ OUTSIDE_PREFIX = 24
 NETINFO = "ip -4 -o addr show dev eth0; ip route show default; echo READY"
 WEB = f"{NETINFO}; exec httpd -f -p 80 -h /var/www"
 PAGE = "hello from a pyctr container"
+# busybox wget's own -T segfaults in Debian's busybox-static 1.35: bound it with timeout(1).
+FETCH = "timeout 10 wget -q -O -"
 # Host Python inside a container: /usr bind-mounted read-only, run through the loader so the
 # busybox rootfs needs no /lib.
 LOADER = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
@@ -81,6 +83,11 @@ def sockets_on(port: int) -> list[str]:
     """ss's view of any TCP or UDP socket bound to `port` on the host."""
     out = sh("ss", "-Htuan", f"sport = :{port}").stdout
     return [line for line in out.splitlines() if line.strip()]
+
+
+def nft_tables() -> list[str]:
+    """`nft list tables`, sorted: the anti-spoofing tables the helper adds per lease."""
+    return sorted(sh("nft", "list", "tables").stdout.splitlines())
 
 
 def http_get(address: str, port: int, timeout: float = 3.0) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import socket
 
-from networld import (PAGE, PEER, PEER_MOUNTS, NETINFO, free_port, http_get, wait_for)
+from networld import FETCH, NETINFO, PAGE, PEER, PEER_MOUNTS, free_port, http_get, wait_for
 
 
 def _page(address: str, port: int) -> bool:
@@ -31,7 +31,7 @@ def test_http_reaches_container_from_outside_host(containers, user_a, outside):
     url = f"http://{outside.host_address}:{port}/"
 
     def fetched() -> bool:
-        return PAGE in outside.run("busybox", "wget", "-q", "-T", "3", "-O", "-", url).stdout
+        return PAGE in outside.run("timeout", "5", "busybox", "wget", "-q", "-O", "-", url).stdout
 
     assert wait_for(fetched, what="the page from the outside netns")
 
@@ -41,7 +41,7 @@ def test_container_reaches_its_own_published_port_through_host(containers, user_
     port = free_port()
     script = (f"{NETINFO}; httpd -p 80 -h /var/www; "
               "gw=$(ip route show default | awk '{print $3}'); "
-              f"wget -q -T 5 -O - http://$gw:{port}/")
+              f"{FETCH} http://$gw:{port}/")
     c = containers.start(user_a, "-p", f"{port}:80", command=("sh", "-c", script))
     c.wait_line(re.escape(PAGE))
     assert c.wait_exit() == 0
