@@ -44,7 +44,8 @@ if ! flock -n 9; then
     flock -w 900 9 || { echo "bench: gave up waiting for /run/pyctr-bench.lock" >&2; exit 1; }
 fi
 
-# The harness bounds itself; this is the backstop. SIGTERM lets it clean up, SIGKILL
-# a minute later does not, and the next run then removes what was left.
+# The harness bounds each step itself (about 10 minutes of work, plus at most --lock-timeout
+# waiting for the tests' lock); this is the backstop. SIGTERM lets it clean up, SIGKILL a
+# minute later does not, and the next run then removes what was left.
 cd "$here"
-exec timeout --signal=TERM --kill-after=60 900 /usr/bin/python3 -B -m harness "$@"
+exec timeout --signal=TERM --kill-after=60 1800 /usr/bin/python3 -B -m harness "$@"
