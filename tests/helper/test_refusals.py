@@ -99,6 +99,7 @@ def test_attach_refuses_every_bad_netns_with_one_message(kind, client_a, client_
                                                          nothing_changed):
     polkit.set("allow")
     pid = client_a.spawn()
+    fds_before = helper.fd_count()
     pass_fds: tuple[int, ...] = ()
     if kind == "dev-null":
         netns = {"path": "/dev/null"}
@@ -131,6 +132,7 @@ def test_attach_refuses_every_bad_netns_with_one_message(kind, client_a, client_
         for fd in pass_fds:
             os.close(fd)
     assert out == {"error": pyctr_bus.INVALID_NAMESPACE, "message": NETNS_REFUSAL}
+    assert helper.fd_count() == fds_before, "a received fd was not closed"
     nothing_changed()
 
 
