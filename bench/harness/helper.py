@@ -36,9 +36,27 @@ def take_world_lock(timeout: float) -> IO:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 lock.close()
-                raise Unavailable(f"{WORLD_LOCK} stayed busy for {timeout:.0f}s "
-                                  "(a test session uses the helper)")
+                raise Unavailable(f"{WORLD_LOCK} stayed busy for {timeout:.0f}s; "
+                                  f"open in {lock_holders() or 'no process found'}")
             time.sleep(0.5)
+
+
+def lock_holders() -> str:
+    """Who has the lock file open (a test session, or a child that inherited its fd)."""
+    holders = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry.name}/fd")
+            if not any(os.readlink(f"/proc/{entry.name}/fd/{fd}") == str(WORLD_LOCK)
+                       for fd in fds):
+                continue
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        holders.append(f"pid {entry.name} ({cmd.decode(errors='replace').strip()[:60]})")
+    return ", ".join(holders[:3])
 
 
 def _dbus(method: str, *args: str) -> subprocess.CompletedProcess:

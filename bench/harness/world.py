@@ -142,7 +142,12 @@ def cleanup(user: BenchUser) -> list[str]:
             problems.append(f"{what}: {e}")
 
     if (user.home / ".local" / "share" / "containers").exists():
-        step("podman rm", user.argv(["podman", "rm", "-af", "-t", "0"]), cwd=user.home)
+        # rm may complain about a container caught half-stopped; the reset after it is
+        # what has to succeed.
+        try:
+            run(user.argv(["podman", "rm", "-af", "-t", "0"]), timeout=120, cwd=user.home)
+        except Unavailable:
+            pass
         step("podman system reset", user.argv(["podman", "system", "reset", "-f"]),
              cwd=user.home)
     # What is still running as the bench user or in its subordinate range was started by
