@@ -234,9 +234,12 @@ class Facade:
         name = method.audit_name if method else f"{msg.interface}.{msg.member}"
         try:
             await self.ready.wait()
-            if msg.path != pyctr_bus.OBJECT_PATH:
-                raise _DBusError(UNKNOWN_OBJECT, f"no object {msg.path}")
-            if method is None:
+            caller = await polkit.caller_identity(self.bus, msg.sender)
+            if msg.path != pyctr_bus.OBJECT_PATH or method is None:
+                self.services.audit.record(caller, name, "refused", path=msg.path,
+                                           reason="not in the method table")
+                if msg.path != pyctr_bus.OBJECT_PATH:
+                    raise _DBusError(UNKNOWN_OBJECT, f"no object {msg.path}")
                 raise _DBusError(UNKNOWN_METHOD, f"no method {msg.interface}.{msg.member}")
             reply = await self._call(msg, method, fds, caller)
             self._reply(msg, Message.new_method_return(msg, *reply))
@@ -252,7 +255,6 @@ class Facade:
             self._close(fds)
 
     async def _call(self, msg: Message, method: Method, fds: list[int], caller: Caller) -> Reply:
-        caller = await polkit.caller_identity(self.bus, msg.sender)
         audit = self.services.audit
         try:
             parse_error = None
@@ -285,9 +287,8 @@ class Facade:
         except Exception:
             audit.record(caller, method.audit_name, "failed")
             raise
-        if method.actions is not _public and method.audit_name not in ("attach",):
-            audit.record(caller, method.audit_name, "ok",
-                         lease=request if isinstance(request, str) else None)
+        # Successes are recorded by the acts themselves, with the objects they touched (attach
+        # here, a lease's end in network.end, cgroups in resources); reads are not acts.
         return reply
 
     def _reply(self, msg: Message, reply: Message) -> None:

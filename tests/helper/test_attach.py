@@ -37,3 +37,39 @@ def test_lease_ends_when_the_container_exits(client_a, polkit, unchanged_host, w
     client_a.kill_all()
     wait_until(lambda: client_a.list() == [] and leases_on_disk() == [], what="the lease to end")
     unchanged_host()
+
+
+def test_route_localnet_is_on_for_the_bridge_only(client_a, polkit, unchanged_host):
+    polkit.set("allow")
+    out = client_a.attach(client_a.spawn())
+    lease = out["body"][0]
+    conf = "/proc/sys/net/ipv4/conf"
+    with open(f"{conf}/all/route_localnet") as f:
+        assert f.read().strip() == "0"
+    with open(f"{conf}/pyctr0/route_localnet") as f:
+        assert f.read().strip() == "1"
+    raw = subprocess.run(["iptables-legacy", "-t", "raw", "-S", "PYCTR-PREROUTING"],
+                         capture_output=True, text=True).stdout
+    assert "-A PYCTR-PREROUTING -d 127.0.0.0/8 -i pyctr0" in raw and "-j DROP" in raw
+    assert client_a.detach(lease["lease"]) == {"body": []}
+    unchanged_host()
+
+
+def test_publishing_a_udp_port_flushes_its_stale_conntrack_entries(client_a, polkit, unchanged_host):
+    import socket
+    polkit.set("allow")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"x", ("127.0.0.1", port))  # nobody listens: conntrack still records the flow
+
+    def entries() -> str:
+        return subprocess.run(["conntrack", "-L", "-p", "udp", "--orig-port-dst", str(port)],
+                              capture_output=True, text=True).stdout
+    assert f"dport={port}" in entries()
+    out = client_a.attach(client_a.spawn(), ports=("a(sqqs)", [["", port, 53, "udp"]]))
+    assert "body" in out, out
+    assert f"dport={port}" not in entries()
+    assert client_a.detach(out["body"][0]["lease"]) == {"body": []}
+    unchanged_host()
