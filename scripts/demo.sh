@@ -27,12 +27,11 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-# As the demo user, with a clean environment, in the same process (setpriv execs, so $! is
-# pyctr itself and signals reach it directly).
-as_demo() {
-    setpriv --reuid="$demo_user" --regid="$demo_user" --init-groups --reset-env -- "$@"
-}
+# As the demo user, with a clean environment; setpriv execs, so it becomes the command.
+as_demo=(setpriv --reuid="$demo_user" --regid="$demo_user" --init-groups --reset-env --)
 
 step "install pyctr"
 install_args=()
@@ -58,14 +57,16 @@ bash "$here/mkrootfs.sh" "$rootfs"
 echo "$rootfs: $(ls "$rootfs/bin" | wc -l) busybox applets"
 
 step "a container, as $demo_user"
-show as_demo pyctr run --rm "$rootfs" sh -c \
-    'echo "hostname: $(hostname)"; id; echo "uid_map:"; cat /proc/self/uid_map'
+inside='echo "hostname: $(hostname)"; id; echo "uid_map:"; cat /proc/self/uid_map'
+echo "$ pyctr run --rm $rootfs sh -c '$inside'"
+"${as_demo[@]}" pyctr run --rm "$rootfs" sh -c "$inside"
 
 step "a web server in a container, published on 127.0.0.1:$host_port"
 count_veths() { ip -o link show type veth | grep -c . || true; }
 veths_before=$(count_veths)
 echo "$ pyctr run --rm --init -p $host_port:80 $rootfs httpd -f -p 80 -h /var/www &"
-as_demo pyctr run --rm --init -p "$host_port:80" "$rootfs" httpd -f -p 80 -h /var/www &
+# Not through a shell function: `f &` forks a subshell, and $! would be that subshell.
+"${as_demo[@]}" pyctr run --rm --init -p "$host_port:80" "$rootfs" httpd -f -p 80 -h /var/www &
 server_pid=$!
 fetch() { curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$host_port/"; }
 wait_for 20 bash -c "curl --noproxy '*' -fsS --max-time 2 http://127.0.0.1:$host_port/ >/dev/null 2>&1" \
