@@ -247,3 +247,23 @@ def test_detach_refuses_a_malformed_lease_id(client_a, polkit, nothing_changed):
     out = client_a.detach("../../etc/passwd")
     assert out["error"] == pyctr_bus.INVALID_ARGUMENT, out
     nothing_changed()
+
+
+def test_manage_all_grant_lets_an_admin_detach_anothers_lease(client_a, client_b, polkit,
+                                                              nothing_changed):
+    polkit.set("allow")  # every org.pyctr action, org.pyctr.network.manage-all included
+    out = client_a.attach(client_a.spawn())
+    lease = out["body"][0]["lease"]
+    assert client_b.list() == [], "List stays the caller's own, even with manage-all"
+    assert client_b.detach(lease) == {"body": []}
+    assert client_a.list() == []
+    nothing_changed()
+
+
+def test_interactive_attach_without_an_agent_is_refused_cleanly(client_a, polkit, nothing_changed):
+    pid = client_a.spawn()
+    polkit.set("auth_admin")
+    out = client_a.call("Attach", "hha{sv}", [0, 1, {}], [{"netns": pid}, {"pidfd": pid}],
+                        interactive=True)
+    assert out["error"] == pyctr_bus.NOT_AUTHORIZED, out
+    nothing_changed()
