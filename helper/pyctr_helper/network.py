@@ -14,17 +14,15 @@ helper thus never runs code in, or inherits anything from, a namespace a user co
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import secrets
-from dataclasses import replace
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import antispoof, dns, ipam, ports
-from .audit import SYSTEM, Audit, Caller
-from .config import Config, Network
-from .errors import Failed, InvalidArgument, NoSuchLease, QuotaExceeded
+from .audit import SYSTEM, Caller
+from .config import Network
+from .errors import InvalidArgument, NoSuchLease, QuotaExceeded
 from .fdcheck import Process
 from .firewall import Firewall
 from .lifetime import Watch

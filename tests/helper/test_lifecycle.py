@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest

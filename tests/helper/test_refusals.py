@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import pyctr_bus
-from helper_world import ports, variants
+from helper_world import ports
 from pyctr_helper.fdcheck import NETNS_REFUSAL
 
 
