@@ -11,7 +11,7 @@ PYCTR_CONFIG_DIR=/etc/pyctr
 PYCTR_STATE_DIR=/var/lib/pyctr
 PYCTR_LOG_DIR=/var/log/pyctr
 PYCTR_GROUP=pyctr
-PYCTR_SYSTEM_PACKAGES="uidmap iptables iproute2 dbus dbus-bin polkitd pkexec python3 python3-venv python3-dev gcc busybox-static conntrack procps"
+PYCTR_SYSTEM_PACKAGES="uidmap iptables nftables iproute2 dbus dbus-bin polkitd pkexec python3 python3-venv python3-dev gcc busybox-static conntrack procps"
 
 log() { printf 'pyctr: %s\n' "$*" >&2; }
 

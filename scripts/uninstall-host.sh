@@ -7,8 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || { log "uninstall-host.sh must run as root"; exit 1; }
 
 # Stop the helper first: on SIGTERM it removes its veths, rules and reservations.
-if pkill -TERM -f "$PYCTR_PREFIX/bin/pyctr-helper" 2>/dev/null; then
-    wait_for 10 bash -c "! pgrep -f '$PYCTR_PREFIX/bin/pyctr-helper' >/dev/null" || pkill -KILL -f "$PYCTR_PREFIX/bin/pyctr-helper" || true
+helper_pattern='bin/pyctr-helper( |$)'  # started by hand or by D-Bus (/usr/local/bin)
+if pkill -TERM -f "$helper_pattern" 2>/dev/null; then
+    wait_for 10 bash -c "! pgrep -f '$helper_pattern' >/dev/null" || pkill -KILL -f "$helper_pattern" || true
 fi
 if have_systemd; then systemctl disable --now pyctr-helper.service 2>/dev/null || true; fi
 rm -f $PYCTR_BIN_LINKS "$PYCTR_BUS_POLICY" "$PYCTR_BUS_ACTIVATION" "$PYCTR_SYSTEMD_UNIT" \

@@ -22,6 +22,7 @@ TEST_ROOT = Path(os.environ.get("PYCTR_TEST_ROOT", "/var/lib/pyctr-test"))
 PREFIX = Path(os.environ.get("PYCTR_PREFIX", "/opt/pyctr"))
 PYCTR = str(PREFIX / "bin" / "pyctr")
 HELPER = str(PREFIX / "bin" / "pyctr-helper")
+HELPER_PATTERN = r"bin/pyctr-helper( |$)"
 REPO = Path(__file__).resolve().parent.parent
 TEST_RULES = Path("/etc/polkit-1/rules.d/10-pyctr-test.rules")
 USERS = ("pyctr-test-a", "pyctr-test-b")
@@ -218,7 +219,8 @@ class Helper:
 
     def start(self, config: Path | None = None) -> None:
         self.stop()
-        subprocess.run(["pkill", "-TERM", "-f", HELPER], capture_output=True)
+        # Also a helper D-Bus started on someone's call (its argv names /usr/local/bin/...).
+        subprocess.run(["pkill", "-TERM", "-f", HELPER_PATTERN], capture_output=True)
         wait_until(lambda: not _name_has_owner("org.pyctr.Helper1"), timeout=15,
                    what="the old helper to leave the bus")
         self.config = config
