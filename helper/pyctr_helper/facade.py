@@ -174,8 +174,12 @@ def _public(_: Any) -> list[str]:
     return []
 
 
-def _attach_only(_: Any) -> list[str]:
-    return [pyctr_bus.ACTION_ATTACH]
+def _own_leases(_: Any) -> list[str]:
+    """Detach and List act on the caller's own leases, found by the uid the bus reports: the
+    grant was checked when the lease was made, and giving up or reading what you hold must
+    not need a new one (with a one-time password grant it could not be had again). Another
+    user's lease needs manage-all, which _detach asks for; List never shows others' leases."""
+    return []
 
 
 # The one table: nothing outside it is callable. (interface, member) -> Method
@@ -183,8 +187,8 @@ METHODS: dict[tuple[str, str], Method] = {
     (pyctr_bus.NETWORK_INTERFACE, "Attach"): Method(
         "hha{sv}", lambda b: requests.attach_request(b[2]), _attach_actions, _attach, "attach"),
     (pyctr_bus.NETWORK_INTERFACE, "Detach"): Method(
-        "s", lambda b: requests.parse_lease_id(b[0]), _attach_only, _detach, "detach"),
-    (pyctr_bus.NETWORK_INTERFACE, "List"): Method("", _no_args, _attach_only, _list, "list"),
+        "s", lambda b: requests.parse_lease_id(b[0]), _own_leases, _detach, "detach"),
+    (pyctr_bus.NETWORK_INTERFACE, "List"): Method("", _no_args, _own_leases, _list, "list"),
     (pyctr_bus.RESOURCES_INTERFACE, "Limit"): Method(
         "ha{sv}", _parse_limit, lambda _: [pyctr_bus.ACTION_LIMIT_RESOURCES], _limit, "limit"),
     (INTROSPECTABLE, "Introspect"): Method("", _no_args, _public, _introspect, "introspect"),
@@ -306,7 +310,7 @@ class Facade:
 
 def _base_actions(method: Method) -> list[str]:
     """The actions a method needs whatever its arguments: what it asks for an empty request."""
-    if method.actions is _public:
+    if method.actions in (_public, _own_leases):
         return []
     if method.actions is _attach_actions:
         return [pyctr_bus.ACTION_ATTACH]

@@ -99,6 +99,9 @@ class Links:
 
     def enslave(self, idx: int, bridge_idx: int) -> None:
         self.ipr.link("set", index=idx, master=bridge_idx, state="up")
+        # Hairpin: where br_netfilter is loaded, a container's packet to its own published
+        # port is DNATed inside the bridge and must go back out the port it came in on.
+        self.ipr.brport("set", index=idx, mode=1)
 
     def delete(self, index_or_name: int | str) -> None:
         """Delete a link; gone already is fine."""

@@ -267,3 +267,16 @@ def test_interactive_attach_without_an_agent_is_refused_cleanly(client_a, polkit
                         interactive=True)
     assert out["error"] == pyctr_bus.NOT_AUTHORIZED, out
     nothing_changed()
+
+
+def test_own_lease_can_be_listed_and_detached_after_the_grant_is_gone(client_a, polkit,
+                                                                      nothing_changed):
+    """Detach and List act on the caller's own leases by the bus uid: giving a lease up must
+    not need a grant the user may no longer have (a one-time password, a revoked rule)."""
+    out = client_a.attach(client_a.spawn())
+    lease = out["body"][0]["lease"]
+    polkit.set("deny")
+    assert [l["lease"] for l in client_a.list()] == [lease]
+    assert client_a.detach(lease) == {"body": []}
+    assert client_a.list() == []
+    nothing_changed()
