@@ -40,7 +40,7 @@ def test_container_reaches_its_own_published_port_through_host(containers, user_
     """Hairpin: out to the host's address and DNATed straight back into the same container."""
     port = free_port()
     script = (f"{NETINFO}; httpd -p 80 -h /var/www; "
-              "gw=$(ip route show default | awk '{print $3}'); "
+              "gw=$(ip route | awk '/^default/ {print $3}'); "
               f"{FETCH} http://$gw:{port}/")
     c = containers.start(user_a, "-p", f"{port}:80", command=("sh", "-c", script))
     c.wait_line(re.escape(PAGE))
