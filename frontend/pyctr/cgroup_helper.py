@@ -30,26 +30,10 @@ _UNREACHABLE_PREFIXES = ("org.freedesktop.DBus.Error.ServiceUnknown",
                          "org.freedesktop.DBus.Error.UnknownObject")
 
 
-class ResourcesClient(HelperClient):
-    """HelperClient with the Resources interface's one method."""
-
-    def limit(self, pidfd: int, values: dict[str, Any], interactive: bool = False) -> dict[str, Any]:
-        from dbus_next import MessageFlag, Variant
-
-        from .helper_client import CALL_TIMEOUT, PROMPT_TIMEOUT, _unwrap
-
-        limits = {k: Variant(pyctr_bus.LIMIT_OPTIONS[k], v) for k, v in values.items()}
-        flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
-        reply = self._call("Limit", "ha{sv}", [0, limits], fds=[pidfd], flags=flags,
-                           timeout=PROMPT_TIMEOUT if interactive else CALL_TIMEOUT,
-                           interface=pyctr_bus.RESOURCES_INTERFACE)
-        return _unwrap(reply[0])
-
-
 class HelperPlacement:
     """A helper-made cgroup: where to read the OOM count, and the connection that keeps it."""
 
-    def __init__(self, client: ResourcesClient, cgroup: str, oom_file: Path | None,
+    def __init__(self, client: HelperClient, cgroup: str, oom_file: Path | None,
                  wanted: Wanted) -> None:
         self.client, self.cgroup, self.oom_file, self.wanted = client, cgroup, oom_file, wanted
 
@@ -77,7 +61,7 @@ class HelperCgroups:
         self.mounts = mounts
 
     def apply(self, wanted: Wanted, pid: int, pidfd: int) -> HelperPlacement:
-        client = ResourcesClient()
+        client = HelperClient()
         try:
             result = self._limit(client, wanted, pidfd)
             cgroup = result.get("cgroup")
@@ -96,7 +80,7 @@ class HelperCgroups:
             return self.mounts.unified / cgroup / "memory.events"
         return None
 
-    def _limit(self, client: ResourcesClient, wanted: Wanted, pidfd: int) -> dict[str, Any]:
+    def _limit(self, client: HelperClient, wanted: Wanted, pidfd: int) -> dict[str, Any]:
         """Limit, asking for a password on the terminal only when polkit wants one."""
         from . import polkit_agent
 

@@ -1,7 +1,8 @@
-"""The frontend's side of the D-Bus contract: Attach, Detach and List on pyctr-helper.
+"""The frontend's side of the D-Bus contract: Attach, Detach, List and Limit on pyctr-helper.
 
-Only network.py imports this module, and only when a container uses a bridge network:
-dbus-next and asyncio cost tens of milliseconds to import, which `--network none` never pays.
+Only network.py and cgroup_helper.py import this module, and only when a container uses a
+bridge network or resource limits: dbus-next and asyncio cost tens of milliseconds to import,
+which a plain `--network none` run never pays.
 
 The client is synchronous to its callers. Each HelperClient owns one system-bus connection
 and a private event loop; every call runs on that loop under asyncio.wait_for, because
@@ -106,6 +107,15 @@ class HelperClient:
     def list(self) -> list[dict[str, Any]]:
         """The caller's own leases, as plain dicts keyed like pyctr_bus.LEASE_FIELDS."""
         return _unwrap(self._call("List", "", [])[0])
+
+    def limit(self, pidfd: int, values: dict[str, Any], interactive: bool = False) -> dict[str, Any]:
+        """Call Resources.Limit with limits typed by pyctr_bus.LIMIT_OPTIONS; the pidfd is only lent."""
+        limits = {k: Variant(pyctr_bus.LIMIT_OPTIONS[k], v) for k, v in values.items()}
+        flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
+        reply = self._call("Limit", "ha{sv}", [0, limits], fds=[pidfd], flags=flags,
+                           timeout=PROMPT_TIMEOUT if interactive else CALL_TIMEOUT,
+                           interface=pyctr_bus.RESOURCES_INTERFACE)
+        return _unwrap(reply[0])
 
     def version(self) -> str:
         reply = self._call("Get", "ss", [pyctr_bus.NETWORK_INTERFACE, "Version"],
