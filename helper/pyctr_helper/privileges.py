@@ -1,14 +1,14 @@
 """Capabilities: after start-up the helper keeps only what its acts need.
 
 Kept, and why:
-- CAP_NET_ADMIN: create bridges and veths, set addresses and sysctls under net/, tc filters,
+- CAP_NET_ADMIN: create bridges and veths, set addresses and sysctls under net/, nftables sets,
   iptables rules (through libiptc's setsockopt).
 - CAP_NET_RAW: libiptc opens a raw socket to read and replace tables.
 - CAP_NET_BIND_SERVICE: reserve host ports below ip_unprivileged_port_start by binding them,
   when the admin and polkit allow a privileged port.
 Everything else (CAP_SYS_ADMIN, CAP_DAC_OVERRIDE, CAP_SYS_PTRACE, CAP_SETUID, ...) is dropped
 from the effective, permitted, inheritable and bounding sets, so neither the helper nor
-anything it executes (the `tc` and `conntrack` binaries) can regain them. The helper stays uid
+anything it executes (the `nft` and `conntrack` binaries) can regain them. The helper stays uid
 0: files it must write (its state dir, /proc/sys/net, root-owned cgroup files) are owned by
 root, so no DAC override is needed.
 

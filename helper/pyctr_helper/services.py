@@ -3,7 +3,7 @@ process-exit watcher, the act thread, and hooks run when the helper stops. The f
 Services and hands it to each handler; resources.py (cgroups) receives it too.
 
 Threads: the D-Bus facade and polkit run on the asyncio loop; every act that changes the system
-(rtnetlink, iptables, tc, the lease store) runs on ONE worker thread, in call order. That
+(rtnetlink, iptables, nft, the lease store) runs on ONE worker thread, in call order. That
 serializes all state changes (no duplicate address or port under concurrent calls) and keeps
 blocking kernel calls off the loop. pyroute2's synchronous API cannot run inside a running loop,
 which is a second reason.
