@@ -222,7 +222,9 @@ class Facade:
                     and msg.signature == "sss"):
                 name, _old, new = msg.body
                 if name.startswith(":") and not new:
-                    self.network.on_disconnect(name)
+                    # Ending a lease is an act: it runs on the act thread like every other
+                    # (pyroute2's sync API cannot run on this loop, and acts stay serialized).
+                    self.services.submit(self.network.on_disconnect, name)
             return None
         if msg.message_type != MessageType.METHOD_CALL:
             return None  # replies to our own calls: dbus-next routes them

@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -77,7 +78,8 @@ class LeaseStore:
 
     state_dir: Path
     leases: dict[str, Lease] = field(default_factory=dict)
-    _depth: int = 0
+    # Re-entrancy is per thread: another thread must take the flock (and wait) itself.
+    _held: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @property
     def dir(self) -> Path:
@@ -105,21 +107,23 @@ class LeaseStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive lock on the store, against a second helper instance or an admin tool.
-        Re-entrant within the helper (flock on a second open file would block on ourselves)."""
-        if self._depth:
-            self._depth += 1
+        Re-entrant within one thread (flock on a second open file would block on ourselves);
+        a second thread opens its own file and waits for the flock like any other holder."""
+        depth = getattr(self._held, "depth", 0)
+        if depth:
+            self._held.depth = depth + 1
             try:
                 yield
             finally:
-                self._depth -= 1
+                self._held.depth = depth
             return
         fd = os.open(self.state_dir / "leases.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._depth = 1
+            self._held.depth = 1
             yield
         finally:
-            self._depth = 0
+            self._held.depth = 0
             os.close(fd)
 
     def put(self, lease: Lease) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import pyctr_bus
-from helper_world import PYTHON, CLIENT, leases_on_disk, nft_tables, ports
+from helper_world import PYTHON, CLIENT, leases_on_disk, nft_tables, ports, variants
 
 HELPER = str(Path(os.environ.get("PYCTR_PREFIX", "/opt/pyctr")) / "bin" / "pyctr-helper")
 
@@ -42,6 +42,10 @@ def _pyctr_links() -> set[str]:
 def _chains() -> str:
     return "".join(subprocess.run(["iptables-legacy", "-t", t, "-S"], capture_output=True,
                                   text=True).stdout for t in ("nat", "filter", "raw"))
+
+
+def _nft_ruleset() -> str:
+    return subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
 
 
 def _port_free(port: int) -> bool:
@@ -116,16 +120,28 @@ def test_lease_ends_when_the_owners_bus_connection_drops_if_configured(client_a,
     helper.start(config)
     try:
         pid = client_a.spawn()
-        spec = {"member": "Attach", "signature": "hha{sv}", "body": [0, 1, {}],
+        options = variants({"ports": ports(("", 0, 80, "tcp"))})
+        spec = {"member": "Attach", "signature": "hha{sv}", "body": [0, 1, options],
                 "fds": [{"netns": pid}, {"pidfd": pid}], "hold": True}
         holder = client_a.user.popen([PYTHON, CLIENT, "call", json.dumps(spec)],
                                      stdin=subprocess.PIPE)
         reply = json.loads(holder.stdout.readline())
         assert "body" in reply, reply
-        assert len(client_a.list()) == 1
+        lease = client_a.list()[0]
+        veth, address = lease["host_ifname"], lease["address"].split("/")[0]
+        assert veth in _pyctr_links() and veth in _nft_ruleset() and address in _chains()
         holder.stdin.close()  # the client leaves the bus; its container lives on
         holder.wait(timeout=30)
         wait_until(lambda: client_a.list() == [], what="the lease to end with the connection")
+        # The end ran where acts run (not on the bus loop, where pyroute2 fails): the veth,
+        # its anti-spoofing elements, its rules and its lease record are all gone, while
+        # the container still lives.
+        assert os.path.exists(f"/proc/{pid}")
+        wait_until(lambda: veth not in _pyctr_links(), what="the veth to be deleted")
+        assert veth not in _nft_ruleset()
+        assert address not in _chains()
+        assert leases_on_disk() == []
+        assert "event loop" not in helper.log_path.read_text()
     finally:
         helper.start()
     nothing_changed()
