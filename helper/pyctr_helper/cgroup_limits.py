@@ -4,7 +4,10 @@ Two steps, both before anything on the host changes:
 - `parse_limits` turns the caller's a{sv} into a `LimitRequest`, refusing unknown keys, wrong
   types and values no kernel would accept (InvalidArgument);
 - `check_maximums` compares it with the admin's per-user maximums (`[limits]` in
-  helper.toml, parsed by config.py) (QuotaExceeded).
+  helper.toml, parsed by config.py) (QuotaExceeded);
+- `with_maximums` makes every configured maximum part of what is written: a limit the caller
+  did not ask for gets the maximum itself, so `{"cpus": 1.0}` cannot yield a cgroup without
+  the admin's memory and pids ceilings.
 
 An "unlimited" request (memory 0, memory_swap -1, pids -1) exceeds every configured maximum:
 an admin who sets a ceiling means it.
@@ -172,3 +175,24 @@ def check_maximums(request: "LimitRequest", maximums: "config.Limits") -> None:
     if request.wants_pids and over(request.pids, request.pids is None, maximums.max_pids):
         raise LimitAboveMaximum(
             f"--pids-limit above the administrator's maximum of {maximums.max_pids}")
+
+
+def with_maximums(request: "LimitRequest", maximums: "config.Limits") -> "LimitRequest":
+    """`request` checked against the maximums, with every configured maximum made mandatory:
+    min(requested, maximum) where asked, the maximum itself where not (LimitAboveMaximum
+    first if the request is over one). No separate swap ceiling is written: see
+    check_maximums."""
+    check_maximums(request, maximums)
+    if maximums.max_memory is not None:
+        asked = request.memory
+        request = replace(request, memory=maximums.max_memory if asked is None
+                          else min(asked, maximums.max_memory))
+    if maximums.max_cpus is not None:
+        asked_cpus = request.cpus
+        request = replace(request, cpus=maximums.max_cpus if asked_cpus is None
+                          else min(asked_cpus, maximums.max_cpus))
+    if maximums.max_pids is not None:
+        asked_pids = request.pids
+        request = replace(request, pids=maximums.max_pids if asked_pids is None
+                          else min(asked_pids, maximums.max_pids))
+    return request

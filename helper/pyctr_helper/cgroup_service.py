@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .audit import SYSTEM, Audit, Caller
-from .cgroup_limits import LimitError, LimitRequest, check_maximums, parse_limits
+from .cgroup_limits import LimitError, LimitRequest, parse_limits, with_maximums
 from .cgroup_target import Target, TargetRefused, resolve, still_same
 from .cgroup_tree import SUBTREE, CgroupBackend, detect, new_name, owner_of, procs
 from .errors import Failed, HelperError, InvalidArgument, QuotaExceeded
@@ -98,12 +98,15 @@ class CgroupService:
         cgroup = f"{SUBTREE}/{placement.name}"
         self.audit.record(caller, ACTION, "ok", cgroup=cgroup, container_pid=target.pid,
                           limits=request.describe())
+        # "cgroup" names it; "paths" says where it is in each hierarchy (nested under the
+        # process's own cgroups, so no longer the same path everywhere).
         return {"cgroup": ("s", cgroup),
-                "controllers": ("as", self.backend.controllers(placement.dirs))}
+                "controllers": ("as", self.backend.controllers(placement.dirs)),
+                "paths": ("a{ss}", self.backend.paths(placement.dirs))}
 
     def _validate(self, caller: Caller, pidfd: int, values: dict[str, object]) -> tuple[LimitRequest, Target]:
-        request = parse_limits(values)
-        check_maximums(request, self.config.limits_for(caller.uid))
+        # Every configured maximum is written, asked for or not (cgroup_limits.with_maximums).
+        request = with_maximums(parse_limits(values), self.config.limits_for(caller.uid))
         mine = sum(1 for p in self.placements.values() if p.caller.uid == caller.uid)
         if mine >= MAX_PER_USER:
             raise QuotaExceeded(f"at most {MAX_PER_USER} limited containers per user at once")
@@ -115,7 +118,9 @@ class CgroupService:
         backend = self.backend
         name = new_name(caller.uid)
         with UndoStack() as undo:
-            dirs = backend.create(name, request)  # a failed create() leaves nothing behind
+            # Nested under the cgroups the process is in now, so it stays under their limits;
+            # a failed create() leaves nothing behind.
+            dirs = backend.create(name, request, target.cgroups)
             undo.push("cgroup-create", lambda: backend.remove(dirs))
             # Pushed before the move: a move that failed halfway is undone too.
             undo.push("cgroup-move", lambda: self._move_back(dirs, target))

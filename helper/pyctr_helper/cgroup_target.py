@@ -6,7 +6,8 @@ from the kernel's view of the process: all of its uids (real, effective, saved, 
 must be the caller's, which is what a container's first process looks like before CMD starts
 (container root maps onto the user). The helper keeps no CAP_SYS_PTRACE, so it cannot look at
 the process's namespaces; it does not need to: a user may limit any process of their own,
-which can only constrain them.
+which can only constrain them, because the new cgroup is nested under the ones the process is
+in (cgroup_tree) and carries every maximum the admin configured (cgroup_limits.with_maximums).
 
 Between the check and the move the process may die and its pid be reused; `still_same`
 after the move detects that (fdinfo says -1 once the pidfd's process is gone).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from . import syscalls
 from .fdcheck import subuid_ranges
 from .cgroup_limits import InvalidLimit
-from .cgroup_tree import SUBTREE
+from .cgroup_tree import in_pyctr_cgroup
 
 
 class TargetRefused(InvalidLimit):
@@ -54,8 +55,7 @@ def resolve(pidfd: int, caller_uid: int) -> Target:
     if not all(u == caller_uid or any(lo <= u < lo + n for lo, n in ranges) for u in uids):
         raise TargetRefused()
     for line in lines:
-        path = line.split(":", 2)[-1]
-        if path == f"/{SUBTREE}" or path.startswith(f"/{SUBTREE}/"):
+        if in_pyctr_cgroup(line.split(":", 2)[-1]):
             raise TargetRefused()
     return Target(pid, lines)
 

@@ -1,7 +1,10 @@
 """The cgroup filesystems the helper writes to, behind one small interface.
 
 Every container the helper limits gets one cgroup named `pyctr/<uid>-<16 hex>` in each
-hierarchy it needs (cgroup v1: one per controller mount; v2: the single unified tree).
+hierarchy it needs (cgroup v1: one per controller mount; v2: the single unified tree),
+nested under the cgroup the process is in when it asks (`<its cgroup>/pyctr/<name>`): the
+container stays under every limit its ancestors set (a user slice's TasksMax or MemoryMax,
+an admin's parent cgroup), so a Limit call can only add limits, never shed them.
 The helper alone creates, fills and removes them; the directories and their control files
 stay root-owned, so neither the container nor its owner can raise a limit or move a
 process in or out, and the uid in the name lets reconciliation tell whose a leftover was.
@@ -17,6 +20,7 @@ import errno
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import Iterable, Protocol
@@ -90,14 +94,51 @@ def make_dir(path: Path) -> None:
 
 
 def ensure_dir(path: Path) -> None:
-    """The shared pyctr/ parent: created once, root-owned, never removed."""
+    """A shared pyctr/ parent: created when first needed, root-owned. One that someone else
+    made (in a cgroup delegated to a user) is refused: its owner could write its limits."""
     try:
         os.mkdir(path, 0o755)
     except FileExistsError:
-        if path.is_symlink() or not path.is_dir():
-            raise CgroupFailure(f"{path} is not a cgroup directory")
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            raise CgroupFailure(f"{path} is not a cgroup directory") from e
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+            raise CgroupFailure(f"{path} is not a root-owned cgroup directory")
     except OSError as e:
         raise CgroupFailure(f"cannot create cgroup {path}: {os.strerror(e.errno)}") from e
+
+
+def current_paths(proc_cgroup: Iterable[str]) -> dict[str, str]:
+    """/proc/PID/cgroup as {controller: path}; the unified (v2) line's controller is ""."""
+    out: dict[str, str] = {}
+    for line in proc_cgroup:
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            out[controller] = path
+    return out
+
+
+def parent_in(root: Path, path: str) -> Path:
+    """`root` joined with a /proc/PID/cgroup path: the directory to nest ours under.
+
+    The kernel wrote the path, but a user with a delegated cgroup chooses its names: refuse
+    anything that is not plain components of an existing directory inside `root`."""
+    parts = [p for p in path.split("/") if p]
+    if not path.startswith("/") or any(p in (".", "..") for p in parts):
+        raise CgroupFailure("the process's current cgroup has an unusable path")
+    parent = root.joinpath(*parts)
+    if os.path.realpath(parent) != str(parent) or not parent.is_dir():
+        raise CgroupFailure("the process's current cgroup is gone or not a directory")
+    if any(part == SUBTREE for part in parts):
+        raise CgroupFailure("the process is already inside a pyctr cgroup")
+    return parent
+
+
+def in_pyctr_cgroup(path: str) -> bool:
+    """True if a /proc/PID/cgroup path lies in (or is) a pyctr/<name> cgroup, at any depth."""
+    parts = path.split("/")
+    return any(a == SUBTREE and (b == "" or NAME.match(b)) for a, b in zip(parts, parts[1:] + [""]))
 
 
 def remove_dir(path: Path, attempts: int = RMDIR_ATTEMPTS) -> bool:
@@ -123,8 +164,10 @@ class CgroupBackend(Protocol):
     def check(self, limits: LimitRequest) -> None:
         """Raise LimitUnsupported when this host cannot enforce `limits`; changes nothing."""
 
-    def create(self, name: str, limits: LimitRequest) -> list[Path]:
-        """Make the cgroup(s) with the limits written; on failure nothing is left behind."""
+    def create(self, name: str, limits: LimitRequest, proc_cgroup: tuple[str, ...] = ()) -> list[Path]:
+        """Make the cgroup(s) with the limits written, nested under the cgroups the process's
+        /proc/PID/cgroup lines name (none: at the hierarchy roots); on failure nothing is
+        left behind."""
 
     def move(self, dirs: list[Path], pid: int) -> None:
         """Put process `pid` (all its threads) into dirs."""
@@ -138,6 +181,9 @@ class CgroupBackend(Protocol):
     def controllers(self, dirs: list[Path]) -> list[str]:
         """The controllers that limit dirs, for the caller's reply."""
 
+    def paths(self, dirs: list[Path]) -> dict[str, str]:
+        """Where dirs are, relative to each hierarchy's root, by controller ("" on v2)."""
+
     def remove(self, dirs: list[Path], attempts: int = RMDIR_ATTEMPTS) -> bool:
         """rmdir what is empty; True when nothing is left."""
 
@@ -145,10 +191,21 @@ class CgroupBackend(Protocol):
         """Every pyctr cgroup now on the host, by name (for reconciliation at start)."""
 
 
-def remove_all(dirs: Iterable[Path], attempts: int = RMDIR_ATTEMPTS) -> bool:
+def remove_all(dirs: Iterable[Path], attempts: int = RMDIR_ATTEMPTS,
+               roots: Iterable[Path] = ()) -> bool:
+    """rmdir each of dirs; then, best effort, a pyctr/ parent nested in someone's cgroup that
+    is left empty (it would keep that cgroup from being removed). A pyctr/ right under a
+    hierarchy root in `roots` stays, as it always has."""
     ok = True
+    roots = set(roots)
     for d in reversed(list(dirs)):
-        ok = remove_dir(d, attempts) and ok
+        gone = remove_dir(d, attempts)
+        ok = gone and ok
+        if gone and d.parent.name == SUBTREE and d.parent.parent not in roots:
+            try:
+                os.rmdir(d.parent)
+            except OSError:
+                pass  # another container of this cgroup is still in it, or already gone
     return ok
 
 
@@ -169,16 +226,28 @@ def restore(pid: int, proc_cgroup: Iterable[str], roots: dict[str, Path]) -> Non
 
 
 def existing_in(roots: Iterable[Path]) -> dict[str, list[Path]]:
+    """Every root-owned pyctr/<uid>-<hex> under a root-owned pyctr/ anywhere in the hierarchies
+    (they are nested under the cgroups their processes came from)."""
     found: dict[str, list[Path]] = {}
     for root in roots:
-        try:
-            entries = list(os.scandir(root / SUBTREE))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if NAME.match(entry.name) and entry.is_dir(follow_symlinks=False):
-                found.setdefault(entry.name, []).append(Path(entry.path))
+        for dirpath, dirnames, _ in os.walk(root, followlinks=False):
+            here = Path(dirpath)
+            if here.name != SUBTREE or not _root_owned(here):
+                continue
+            for entry in list(dirnames):
+                path = here / entry
+                if NAME.match(entry) and _root_owned(path):
+                    found.setdefault(entry, []).append(path)
+                    dirnames.remove(entry)  # nothing of ours below a container's cgroup
     return found
+
+
+def _root_owned(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == 0
 
 
 def _unescape(field: str) -> str:

@@ -1,6 +1,9 @@
 """cgroup v1: one directory per controller hierarchy (memory, cpu, cpuacct, pids).
 
-Only the hierarchies a request needs are touched: --cpus alone makes no memory cgroup.
+Only the hierarchies a request needs are touched: --cpus alone makes no memory cgroup
+(unless the admin set a memory maximum, which every Limit then writes).
+In each hierarchy the cgroup is made under the one the process is in (v1 has no rule against
+a cgroup holding both processes and children), so the ancestors' limits keep applying.
 cpuacct comes with cpu (co-mounted or not) so the container's CPU use can be read back.
 The OOM killer of a limited memory cgroup picks its victims inside that cgroup only
 (memory.oom_control's oom_kill_disable stays 0), so an OOM never spills onto the host.
@@ -11,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cgroup_limits import CPU_PERIOD_US, LimitRequest, LimitUnsupported
-from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, ensure_dir, existing_in, keyed, make_dir,
-                          remove_all, restore, write)
+from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, current_paths, ensure_dir, existing_in, keyed,
+                          make_dir, parent_in, remove_all, restore, write)
 
 MEMSW = "memory.memsw.limit_in_bytes"
 
@@ -48,20 +51,35 @@ class CgroupV1:
             raise LimitUnsupported("this host does not account swap (no memory.memsw): "
                                    "--memory-swap cannot be enforced")
 
-    def create(self, name: str, limits: LimitRequest) -> list[Path]:
+    def create(self, name: str, limits: LimitRequest, proc_cgroup: tuple[str, ...] = ()) -> list[Path]:
         self.check(limits)
+        current = current_paths(proc_cgroup)
         made: list[Path] = []
         try:
             for root in self._hierarchies(limits):
-                ensure_dir(root / SUBTREE)
-                path = root / SUBTREE / name
+                parent = parent_in(root, self._path_in(root, current))
+                ensure_dir(parent / SUBTREE)
+                path = parent / SUBTREE / name
                 make_dir(path)
                 made.append(path)
                 self._write_limits(root, path, limits)
         except BaseException:
-            remove_all(made)
+            remove_all(made, roots=self.mounts.values())
             raise
         return made
+
+    def _path_in(self, root: Path, current: dict[str, str]) -> str:
+        """The process's cgroup in the hierarchy mounted at root ("/" if not known)."""
+        for controller, mount in self.mounts.items():
+            if mount == root and controller in current:
+                return current[controller]
+        return "/"
+
+    def _root_of(self, path: Path) -> Path | None:
+        for root in self.mounts.values():
+            if root in path.parents:
+                return root
+        return None
 
     def _write_limits(self, root: Path, path: Path, limits: LimitRequest) -> None:
         if root == self.mounts.get("memory") and limits.wants_memory:
@@ -81,7 +99,7 @@ class CgroupV1:
     def oom_kills(self, dirs: list[Path]) -> int:
         memory = self.mounts.get("memory")
         for path in dirs:
-            if memory is not None and path.parent.parent == memory:
+            if memory is not None and self._root_of(path) == memory:
                 return keyed(path / "memory.oom_control").get("oom_kill", 0)
         return 0
 
@@ -95,11 +113,16 @@ class CgroupV1:
         restore(pid, proc_cgroup, roots)
 
     def controllers(self, dirs: list[Path]) -> list[str]:
-        roots = {d.parent.parent for d in dirs}
+        roots = {self._root_of(d) for d in dirs}
         return [c for c, root in self.mounts.items() if root in roots]
 
+    def paths(self, dirs: list[Path]) -> dict[str, str]:
+        by_root = {self._root_of(d): d for d in dirs}
+        return {c: str(by_root[root].relative_to(root)) for c, root in self.mounts.items()
+                if root in by_root}
+
     def remove(self, dirs: list[Path], attempts: int = RMDIR_ATTEMPTS) -> bool:
-        return remove_all(dirs, attempts)
+        return remove_all(dirs, attempts, roots=self.mounts.values())
 
     def existing(self) -> dict[str, list[Path]]:
         return existing_in(dict.fromkeys(self.mounts.values()))

@@ -5,6 +5,14 @@ cgroup.subtree_control (pyctr/ holds no process, so the no-internal-process rule
 then writes memory.max, memory.swap.max, cpu.max and pids.max in the container's cgroup.
 memory.oom.group=1 makes the OOM killer take the whole container, never a single process
 of it nor anything outside it.
+
+Placement. A v2 cgroup that holds processes cannot give its children controllers (the
+no-internal-process rule), and the process asking is in its own cgroup, so the helper
+cannot nest the container's cgroup under it as v1 does. Putting it at the root instead would
+let the container shed its ancestors' limits (a user slice's MemoryMax, TasksMax): so only
+a process in the root cgroup (a host without a cgroup manager) is limited, at /pyctr/<name>;
+any other is refused with a message pointing at systemd delegation, which the frontend uses
+on v2 hosts that have it.
 """
 
 from __future__ import annotations
@@ -12,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cgroup_limits import CPU_PERIOD_US, LimitRequest, LimitUnsupported
-from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, ensure_dir, existing_in, keyed, make_dir, read,
-                          remove_all, restore, write)
+from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, current_paths, ensure_dir, existing_in, keyed,
+                          make_dir, read, remove_all, restore, write)
 
 
 class CgroupV2:
@@ -51,8 +59,14 @@ class CgroupV2:
         if todo:
             write(directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in todo))
 
-    def create(self, name: str, limits: LimitRequest) -> list[Path]:
+    def create(self, name: str, limits: LimitRequest, proc_cgroup: tuple[str, ...] = ()) -> list[Path]:
         self.check(limits)
+        current = current_paths(proc_cgroup).get("", "/")
+        if current != "/":
+            raise LimitUnsupported(
+                "cgroup v2: the container's process is not in the root cgroup, and a cgroup "
+                "outside its own would escape that cgroup's limits; use a systemd-delegated "
+                "scope instead")
         controllers = self._controllers(limits)
         parent = self.root / SUBTREE
         self._enable(self.root, controllers)
@@ -99,8 +113,11 @@ class CgroupV2:
         except (OSError, IndexError):
             return []
 
+    def paths(self, dirs: list[Path]) -> dict[str, str]:
+        return {"": str(dirs[0].relative_to(self.root))} if dirs else {}
+
     def remove(self, dirs: list[Path], attempts: int = RMDIR_ATTEMPTS) -> bool:
-        return remove_all(dirs, attempts)
+        return remove_all(dirs, attempts, roots=[self.root])
 
     def existing(self) -> dict[str, list[Path]]:
         return existing_in([self.root])

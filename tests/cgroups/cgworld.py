@@ -36,6 +36,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
             time.sleep(0.05)
 
 
+def controllers_of(d: Path) -> set[str]:
+    """The v1 controllers whose hierarchy holds d (a pyctr cgroup sits at any depth)."""
+    return {c for c, root in detect().mounts.items() if root in d.parents}
+
+
 def pyctr_cgroups(uids: set[int]) -> set[Path]:
     """Every pyctr cgroup on the host that belongs to one of `uids`."""
     found = set()

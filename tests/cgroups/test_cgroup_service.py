@@ -39,8 +39,8 @@ def _caller(d: Driven, user) -> Caller:
 
 def _dirs(reply: dict) -> list[Path]:
     backend = detect()
-    cgroup = reply["cgroup"][1]
-    return [backend.mounts[c] / cgroup for c in reply["controllers"][1]]
+    paths = reply["paths"][1]
+    return [backend.mounts[c] / paths[c] for c in reply["controllers"][1]]
 
 
 def _cgroup_of(pid: int) -> str:
@@ -55,7 +55,8 @@ def test_limit_moves_the_process_into_root_owned_cgroups_with_the_limits(driven,
 
     assert reply["cgroup"][1].startswith(f"{SUBTREE}/{user_a.uid}-")
     assert set(reply["controllers"][1]) == {"memory", "cpu", "cpuacct", "pids"}
-    dirs = {d.parent.parent.name: d for d in _dirs(reply)}
+    paths = reply["paths"][1]
+    dirs = {c: detect().mounts[c] / paths[c] for c in reply["controllers"][1]}
     assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(64 * MiB)
     assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
     assert (dirs["cpu"] / "cpu.cfs_period_us").read_text().strip() == "100000"
@@ -65,7 +66,7 @@ def test_limit_moves_the_process_into_root_owned_cgroups_with_the_limits(driven,
         assert (st.st_uid, st.st_mode & 0o777) == (0, 0o755)
         assert (d / "cgroup.procs").stat().st_uid == 0
         assert procs(d) == {proc.pid}
-    assert f"memory:/{reply['cgroup'][1]}" in _cgroup_of(proc.pid)
+    assert f"memory:/{paths['memory']}" in _cgroup_of(proc.pid)
     assert ("resources.limit", "ok") in [(a, o) for a, o, _ in driven.audit.lines]
 
 
@@ -184,7 +185,7 @@ def test_memory_swap_is_written_where_the_host_accounts_swap(driven, user_a):
     _, pidfd = driven.process(user_a)
     reply = driven.limit(caller, pidfd, {"memory": 64 * MiB, "memory_swap": 96 * MiB})
     os.close(pidfd)
-    memory = next(d for d in _dirs(reply) if d.parent.parent.name == "memory")
+    memory = backend.mounts["memory"] / reply["paths"][1]["memory"]
     assert (memory / "memory.memsw.limit_in_bytes").read_text().strip() == str(96 * MiB)
 
 

@@ -19,8 +19,10 @@ from pyctr import cgroup_choice, cgroup_systemd, cgroups
 from pyctr.errors import PyctrError
 from pyctr.spec import Resources
 from pyctr_helper import cgroup_v2
-from pyctr_helper.cgroup_limits import LimitRequest, LimitUnsupported, parse_limits
-from pyctr_helper.cgroup_tree import cgroup_mounts, detect
+from pyctr_helper.cgroup_limits import (LimitAboveMaximum, LimitRequest, LimitUnsupported,
+                                        parse_limits, with_maximums)
+from pyctr_helper.config import Limits
+from pyctr_helper.cgroup_tree import cgroup_mounts, detect, in_pyctr_cgroup
 from pyctr_helper.cgroup_v1 import CgroupV1
 from pyctr_helper.cgroup_v2 import CgroupV2
 
@@ -235,3 +237,34 @@ def test_v2_without_swap_accounting_refuses_memory_swap_and_leaves_nothing(fake_
     leftover = fake_v2 / "pyctr" / "1001-0123456789abcdef"
     # rmdir cannot remove a regular directory with files in it: a real cgroupfs can.
     assert not leftover.exists() or {p.name for p in leftover.iterdir()} <= set(V2_FILES)
+
+
+def test_every_configured_maximum_is_written_even_when_not_asked_for():
+    maximums = Limits(max_memory=128 * MiB, max_cpus=1.5, max_pids=64)
+    only_cpus = with_maximums(parse_limits({"cpus": 1.0}, cpu_count=2), maximums)
+    assert (only_cpus.memory, only_cpus.cpus, only_cpus.pids) == (128 * MiB, 1.0, 64)
+    lower = with_maximums(parse_limits({"memory": 64 * MiB, "pids": 10}, cpu_count=2), maximums)
+    assert (lower.memory, lower.cpus, lower.pids) == (64 * MiB, 1.5, 10)
+    assert with_maximums(parse_limits({"pids": 5}), Limits()) == LimitRequest(pids=5)
+    for over in ({"memory": 256 * MiB}, {"memory": 0}, {"pids": -1}, {"cpus": 2.0}):
+        with pytest.raises(LimitAboveMaximum):
+            with_maximums(parse_limits(over, cpu_count=2), maximums)
+
+
+def test_v2_refuses_a_process_outside_the_root_cgroup_rather_than_lift_it_out(fake_v2):
+    """Placing it at /pyctr would shed its own cgroup's limits; v2 cannot nest under a
+    cgroup that holds processes."""
+    with pytest.raises(LimitUnsupported, match="root cgroup"):
+        CgroupV2(fake_v2).create("1001-0123456789abcdef", LimitRequest(pids=5),
+                                 ("0::/user.slice/user-1001.slice/session-1.scope",))
+    assert not (fake_v2 / "pyctr" / "1001-0123456789abcdef").exists()
+    (path,) = CgroupV2(fake_v2).create("1001-0123456789abcdef", LimitRequest(pids=5), ("0::/",))
+    assert path == fake_v2 / "pyctr" / "1001-0123456789abcdef"
+
+
+@pytest.mark.parametrize("path, inside", [
+    ("/pyctr/1001-0123456789abcdef", True), ("/a/b/pyctr/1001-0123456789abcdef", True),
+    ("/pyctr", True), ("/", False), ("/pyctrx/1001-0123456789abcdef", False),
+    ("/user.slice/pyctr-like", False)])
+def test_a_process_in_a_pyctr_cgroup_at_any_depth_is_recognised(path, inside):
+    assert in_pyctr_cgroup(path) is inside

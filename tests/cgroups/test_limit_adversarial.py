@@ -67,8 +67,9 @@ def test_limit_on_the_bus_places_the_callers_process_until_it_exits(user_a, spaw
     reply = json.loads(client.stdout.readline())
     assert reply["cgroup"].startswith(f"pyctr/{user_a.uid}-"), reply
     assert set(reply["controllers"]) == {"memory", "pids"}
-    assert f"memory:/{reply['cgroup']}" in cgroup_lines(pid)
-    memory = Path("/sys/fs/cgroup/memory") / reply["cgroup"]
+    assert reply["paths"]["memory"].endswith(reply["cgroup"])
+    assert f"memory:/{reply['paths']['memory']}" in cgroup_lines(pid)
+    memory = Path("/sys/fs/cgroup/memory") / reply["paths"]["memory"]
     os.kill(pid, 9)
     # The container is gone, but its caller still holds on: the counters stay readable.
     wait_for(lambda: not (memory / "cgroup.procs").read_text().strip(), what="the cgroup to empty")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import pyctr_bus
-from cgworld import pyctr_cgroups, wait_for
+from cgworld import controllers_of, pyctr_cgroups, wait_for
 from pyctr_helper.cgroup_tree import detect
 from pyctr_helper.cgroup_v1 import CgroupV1
 
@@ -39,7 +39,7 @@ def run(user, rootfs, *args: str, timeout: float = 60) -> subprocess.CompletedPr
 
 def container_cgroup(user, controller: str) -> Path:
     """The one live pyctr cgroup of `user` in `controller`'s hierarchy."""
-    found = [d for d in pyctr_cgroups({user.uid}) if d.parent.parent.name == controller
+    found = [d for d in pyctr_cgroups({user.uid}) if controller in controllers_of(d)
              and (d / "cgroup.procs").read_text().split()]
     assert len(found) == 1, found
     return found[0]
@@ -117,7 +117,7 @@ def test_busy_loop_under_half_a_cpu_gets_about_half_a_core(user_a, rootfs, backg
     used1, t1 = int(usage.read_text()), time.monotonic()
     share = (used1 - used0) / 1e9 / (t1 - t0)
     assert 0.3 <= share <= 0.7, f"the container used {share:.2f} cores under --cpus 0.5"
-    quota = cpuacct.parent.parent.parent / "cpu" / "pyctr" / cpuacct.name / "cpu.cfs_quota_us"
+    quota = container_cgroup(user_a, "cpu") / "cpu.cfs_quota_us"
     assert quota.read_text().strip() == "50000"
     assert bg.stop().returncode == 0
 
@@ -131,20 +131,57 @@ def _live_cgroup(user, controller: str) -> Path | None:
         return None
 
 
-def test_container_sits_in_its_cgroups_and_they_are_gone_after_exit(user_a, rootfs, background):
+def _cgroups_of(text: str) -> dict[str, str]:
+    return dict(line.split(":", 2)[1:] for line in text.splitlines())
+
+
+def test_container_sits_in_its_cgroups_nested_under_its_own_and_they_are_gone_after_exit(
+        user_a, rootfs, background):
+    """The pyctr cgroup is made under the cgroup the container came from in each hierarchy,
+    so the limits of that cgroup and its ancestors keep applying (no escape to the root)."""
+    own = _cgroups_of(user_a.run(["cat", "/proc/self/cgroup"]).stdout)
     bg = background("--memory", "64m", "--cpus", "1", "--pids-limit", "50")
     memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
                       what="the container's memory cgroup")
     pid = (memory / "cgroup.procs").read_text().split()[0]
-    host_view = dict(line.split(":", 2)[1:] for line in
-                     Path(f"/proc/{pid}/cgroup").read_text().splitlines())
-    path = f"/pyctr/{memory.name}"
+    host_view = _cgroups_of(Path(f"/proc/{pid}/cgroup").read_text())
+    places = {}
     for controller in ("memory", "cpu", "cpuacct", "pids"):
-        assert host_view[controller] == path, host_view
+        field = next(f for f in host_view if controller in f.split(","))
+        places[controller] = f"{own[field].rstrip('/')}/pyctr/{memory.name}"
+        assert host_view[field] == places[controller], (host_view, own)
     assert bg.stop().returncode == 0
-    wait_for(lambda: not any((Path("/sys/fs/cgroup") / c / path.lstrip("/")).exists()
-                             for c in ("memory", "cpu", "cpuacct", "pids")),
+    wait_for(lambda: not any((Path("/sys/fs/cgroup") / c / places[c].lstrip("/")).exists()
+                             for c in places),
              timeout=15, what="the container's cgroups to be removed")
+    # A pyctr/ parent made inside someone's cgroup does not outlive its last container.
+    for c, place in places.items():
+        parent = Path("/sys/fs/cgroup") / c / place.lstrip("/").rsplit("/", 1)[0]
+        if own[next(f for f in own if c in f.split(","))] != "/":
+            assert not parent.exists(), parent
+
+
+def test_unrequested_limits_get_the_admins_maximums(user_a, rootfs, helper, tmp_path, background):
+    """Limit {"cpus": 1.0} once made a cgroup with no memory or pids limit: every maximum the
+    admin configured is now written whether the caller asked for that limit or not."""
+    config = tmp_path / "helper.toml"
+    config.write_text("[limits.default]\nmax_memory = %d\nmax_pids = 64\nmax_cpus = 1.5\n"
+                      % (128 * MiB))
+    config.chmod(0o644)
+    helper.restart(config=config)
+    try:
+        bg = background("--cpus", "1")
+        memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
+                          what="the container's memory cgroup")
+        assert (memory / "memory.limit_in_bytes").read_text().strip() == str(128 * MiB)
+        pids = container_cgroup(user_a, "pids")
+        assert (pids / "pids.max").read_text().strip() == "64"
+        cpu = container_cgroup(user_a, "cpu")
+        assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "100000"
+        assert bg.stop().returncode == 0
+        wait_for(lambda: not memory.exists(), timeout=15, what="the cgroups to be removed")
+    finally:
+        helper.restart()
 
 
 def test_container_sees_its_cgroup_as_its_root(user_a, rootfs):
@@ -175,7 +212,7 @@ def test_owner_and_other_users_cannot_touch_the_cgroup_from_the_host(user_a, use
     memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
                       what="the container's memory cgroup")
     pid = (memory / "cgroup.procs").read_text().split()[0]
-    root_procs = memory.parent.parent / "cgroup.procs"
+    root_procs = Path("/sys/fs/cgroup/memory/cgroup.procs")
     attempts = {
         "raise the limit": f"echo -1 > {memory}/memory.limit_in_bytes",
         "move the container out": f"echo {pid} > {root_procs}",
