@@ -43,6 +43,8 @@ def resolve(pidfd: int, caller_uid: int) -> Target:
         pid = syscalls.pidfd_pid(pidfd)
         if pid <= 0:
             raise TargetRefused()
+        if not syscalls.is_thread_group_leader(pid):  # a PIDFD_THREAD pidfd names a thread
+            raise TargetRefused()
         uids = syscalls.process_uids(pid)
         with open(f"/proc/{pid}/cgroup", encoding="ascii") as f:
             lines = tuple(f.read().splitlines())

@@ -124,6 +124,8 @@ def check_pidfd(fd: int, uid: int) -> Process:
         pid = syscalls.pidfd_pid(fd)
         if pid <= 0:
             raise OSError("exited or not in our pid namespace")
+        if not syscalls.is_thread_group_leader(pid):
+            raise OSError("a thread's pidfd (PIDFD_THREAD), not a process's")
         uids = syscalls.process_uids(pid)
         start = syscalls.process_start_time(pid)
         # The pidfd pins the process identity: if it is still alive now, the /proc reads above

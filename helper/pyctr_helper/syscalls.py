@@ -89,6 +89,21 @@ def process_start_time(pid: int) -> int:
     return int(stat[stat.rindex(")") + 2:].split()[19])
 
 
+def is_thread_group_leader(pid: int) -> bool:
+    """True if `pid` is a process (Tgid == Pid), not another thread of one: a pidfd opened
+    with PIDFD_THREAD names a thread, and its fdinfo Pid is that thread's id."""
+    tgid = own = None
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Tgid:"):
+                tgid = int(line.split()[1])
+            elif line.startswith("Pid:"):
+                own = int(line.split()[1])
+    if tgid is None or own is None:
+        raise OSError(errno.ESRCH, "no Tgid/Pid line")
+    return tgid == own == pid
+
+
 def process_uids(pid: int) -> tuple[int, ...]:
     """Real, effective, saved and filesystem uid of `pid`."""
     with open(f"/proc/{pid}/status") as f:

@@ -5,7 +5,8 @@
 
 SPEC: {"signature", "handles", "limits", "fds", "interactive", "hold"}. "limits" values are
 [SIG, VALUE] pairs sent as Variants of that signature (so wrong types can be sent); "fds" is a
-list of {"pid": N} (pidfd_open), {"path": P} (open read-only) or {"socket": 1}. The client
+list of {"pid": N} (pidfd_open), {"thread": TID} (pidfd_open with PIDFD_THREAD),
+{"path": P} (open read-only) or {"socket": 1}. The client
 sends whatever it is told: wrong handle indexes, wrong fd counts, wrong types.
 """
 
@@ -24,6 +25,8 @@ import pyctr_bus
 def _open(spec: dict) -> int:
     if "pid" in spec:
         return os.pidfd_open(spec["pid"])
+    if "thread" in spec:  # PIDFD_THREAD (== O_EXCL): a pidfd naming one thread
+        return os.pidfd_open(spec["thread"], os.O_EXCL)
     if "path" in spec:
         return os.open(spec["path"], os.O_RDONLY)
     a, b = socket.socketpair()

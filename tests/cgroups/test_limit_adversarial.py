@@ -111,6 +111,23 @@ def test_limit_refuses_and_changes_nothing(user_a, user_b, spawn, helper, case, 
     assert (cgroup_lines(target), cgroup_lines(other), cgroup_lines(helper.pid)) == before
 
 
+def test_limit_refuses_a_pidfd_naming_a_thread_and_changes_nothing(user_a):
+    """A PIDFD_THREAD pidfd's Pid is a thread id: writing it to cgroup.procs would move the
+    whole process, so the target must be a thread group leader (Tgid == Pid)."""
+    proc = user_a.popen([PYTHON, "-c", "import threading, time; threading.Thread("
+                         "target=time.sleep, args=(1000,), daemon=True).start(); time.sleep(1000)"])
+    try:
+        tids = wait_for(lambda: [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")
+                                 if int(t) != proc.pid], what="the second thread")
+        before = cgroup_lines(proc.pid)
+        reply = limit(user_a, fds=[{"thread": tids[0]}], limits=LIMITS)
+        assert reply.get("error") == pyctr_bus.INVALID_ARGUMENT, reply
+        assert cgroup_lines(proc.pid) == before
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_limit_refuses_a_second_placement_of_the_same_process(user_a, spawn):
     pid = spawn(user_a)
     client = user_a.popen([PYTHON, CLIENT, json.dumps(

@@ -177,6 +177,30 @@ def test_attach_refuses_a_pidfd_of_another_users_process(client_a, client_b, pol
     nothing_changed()
 
 
+def test_attach_refuses_a_pidfd_naming_a_thread(client_a, user_a, polkit, wait_until,
+                                                nothing_changed):
+    """A PIDFD_THREAD pidfd (Linux 6.9+) names one thread; its fdinfo Pid is a thread id. The
+    lease's process must be a process: Tgid == Pid."""
+    polkit.set("allow")
+    pid = client_a.spawn()
+    proc = user_a.popen(["/opt/pyctr/bin/python", "-c", "import threading, time; threading."
+                         "Thread(target=time.sleep, args=(1000,), daemon=True).start(); "
+                         "time.sleep(1000)"])
+    try:
+        tids = wait_until(lambda: [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")
+                                   if int(t) != proc.pid], what="the second thread")
+        fd = os.pidfd_open(tids[0], os.O_EXCL)  # PIDFD_THREAD == O_EXCL
+        try:
+            out = client_a.attach(pid, fds=[{"netns": pid}, {"inherited": fd}], pass_fds=(fd,))
+        finally:
+            os.close(fd)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out["error"] == pyctr_bus.INVALID_ARGUMENT and "pidfd" in out["message"], out
+    nothing_changed()
+
+
 def test_attach_refuses_a_pidfd_that_is_not_one(client_a, polkit, nothing_changed):
     polkit.set("allow")
     pid = client_a.spawn()
