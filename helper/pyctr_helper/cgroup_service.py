@@ -123,10 +123,15 @@ class CgroupService:
             dirs = backend.create(name, request, target.cgroups)
             undo.push("cgroup-create", lambda: backend.remove(dirs))
             # Pushed before the move: a move that failed halfway is undone too.
-            undo.push("cgroup-move", lambda: self._move_back(dirs, target))
-            backend.move(dirs, target.pid)
-            # If the process died while we moved it, its pid may now be another process's:
-            # the undo puts whatever we moved back where the target was, and we refuse.
+            undo.push("cgroup-move", lambda: self._move_back(name, caller, dirs, pidfd, target))
+            for d in dirs:
+                # The pid is only written while the pidfd still names it: the target may have
+                # died and its pid been reused since resolve() (or since the last write).
+                if not still_same(pidfd, target):
+                    raise TargetRefused()
+                backend.move([d], target.pid)
+            # It can still die between the check and the write: the undo then leaves whatever
+            # we moved where it is (see _move_back), and we refuse.
             if not still_same(pidfd, target):
                 raise TargetRefused()
             placement = Placement(name, caller, dirs)
@@ -137,9 +142,26 @@ class CgroupService:
             caller, lambda: self._submit(self._owner_left, name))
         return placement
 
-    def _move_back(self, dirs: list[Path], target: Target) -> None:
-        for pid in set().union(*(procs(d) for d in dirs)):
-            self.backend.restore(pid, target.cgroups)
+    def _move_back(self, name: str, caller: Caller, dirs: list[Path], pidfd: int,
+                   target: Target) -> None:
+        """Undo of the move. While the pidfd still names the target, put it back where it was.
+        Otherwise the pid we moved may be an unknown process that reused it: it must not go
+        into the target's old cgroup (which may be the caller's to write), so it stays in ours,
+        with every limit lifted, and the cgroup is removed once its processes are gone."""
+        inside = set().union(*(procs(d) for d in dirs))
+        if still_same(pidfd, target):
+            for pid in inside:
+                self.backend.restore(pid, target.cgroups)
+            return
+        if not inside:
+            return
+        self.backend.unlimit(dirs)
+        log.warning("cgroup %s/%s: pid %d was reused while it was moved; pids %s left in it "
+                    "with no limits until they exit", SUBTREE, name, target.pid, sorted(inside))
+        self.audit.record(caller, "resources.limit", "failed", cgroup=f"{SUBTREE}/{name}",
+                          reason="pid reused during the move; its process was left in place "
+                          "with no limits")
+        self._adopt(name, caller, dirs)
 
     def _watch_owner(self, caller: Caller, callback: Callable[[], None]) -> Watch | None:
         """Watch the calling process (pyctr), which reads the OOM counter before it exits.
@@ -230,28 +252,32 @@ class CgroupService:
                 continue
             uid = owner_of(name)
             caller = Caller(bus_name="(reconcile)", uid=uid if uid is not None else -1, pid=0)
-            placement = Placement(name, caller, dirs, exited=True, owner_gone=True)
-            self.placements[name] = placement
-            # A container that outlived the old helper: watch every process in its cgroup and
-            # remove the cgroup after the last one (none: remove it now).
-            for pid in set().union(*(procs(d) for d in dirs)):
-                try:
-                    fd = os.pidfd_open(pid)
-                except OSError:
-                    continue  # gone already
-                try:
-                    # The callback gets the list, read on the act thread once this loop is done.
-                    holder: list[Watch] = []
-                    holder.append(self.watcher.watch(
-                        fd, lambda n=name, h=holder: self._submit(self._reconciled_exit, n, h)))
-                    placement.pending.add(holder[0])
-                finally:
-                    os.close(fd)
-            if placement.pending:
+            if self._adopt(name, caller, dirs):
                 self.audit.record(SYSTEM, "resources.reconcile", "ok", cgroup=f"{SUBTREE}/{name}",
                                   kept="live processes")
-            else:
-                self._remove(name)
+
+    def _adopt(self, name: str, caller: Caller, dirs: list[Path]) -> bool:
+        """A cgroup of ours without a live Limit call behind it (left by an earlier helper, or
+        holding a process that reused a pid mid-move): watch every process in it and remove it
+        after the last one (none: remove it now). True if processes were found."""
+        placement = Placement(name, caller, dirs, exited=True, owner_gone=True)
+        self.placements[name] = placement
+        for pid in set().union(*(procs(d) for d in dirs)):
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue  # gone already
+            try:
+                # The callback gets the list, read on the act thread once this loop is done.
+                holder: list[Watch] = []
+                holder.append(self.watcher.watch(
+                    fd, lambda n=name, h=holder: self._submit(self._reconciled_exit, n, h)))
+                placement.pending.add(holder[0])
+            finally:
+                os.close(fd)
+        if not placement.pending:
+            self._remove(name)
+        return bool(placement.pending)
 
     def _reconciled_exit(self, name: str, holder: list[Watch]) -> None:
         placement = self.placements.get(name)

@@ -181,6 +181,9 @@ class CgroupBackend(Protocol):
     def controllers(self, dirs: list[Path]) -> list[str]:
         """The controllers that limit dirs, for the caller's reply."""
 
+    def unlimit(self, dirs: list[Path]) -> None:
+        """Best effort: lift every limit in dirs (a process that is not the target is inside)."""
+
     def paths(self, dirs: list[Path]) -> dict[str, str]:
         """Where dirs are, relative to each hierarchy's root, by controller ("" on v2)."""
 
@@ -189,6 +192,16 @@ class CgroupBackend(Protocol):
 
     def existing(self) -> dict[str, list[Path]]:
         """Every pyctr cgroup now on the host, by name (for reconciliation at start)."""
+
+
+def write_each(writes: Iterable[tuple[Path, str]]) -> None:
+    """Best effort: write each (file, value), skipping files absent or refused."""
+    for path, value in writes:
+        if path.exists():
+            try:
+                write(path, value)
+            except CgroupFailure:
+                pass
 
 
 def remove_all(dirs: Iterable[Path], attempts: int = RMDIR_ATTEMPTS,

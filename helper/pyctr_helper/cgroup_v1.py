@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cgroup_limits import CPU_PERIOD_US, LimitRequest, LimitUnsupported
 from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, current_paths, ensure_dir, existing_in, keyed,
-                          make_dir, parent_in, remove_all, restore, write)
+                          make_dir, parent_in, remove_all, restore, write, write_each)
 
 MEMSW = "memory.memsw.limit_in_bytes"
 
@@ -115,6 +115,11 @@ class CgroupV1:
     def controllers(self, dirs: list[Path]) -> list[str]:
         roots = {self._root_of(d) for d in dirs}
         return [c for c, root in self.mounts.items() if root in roots]
+
+    def unlimit(self, dirs: list[Path]) -> None:
+        for path in dirs:  # memsw first: it must stay >= limit_in_bytes
+            write_each([(path / MEMSW, "-1"), (path / "memory.limit_in_bytes", "-1"),
+                        (path / "cpu.cfs_quota_us", "-1"), (path / "pids.max", "max")])
 
     def paths(self, dirs: list[Path]) -> dict[str, str]:
         by_root = {self._root_of(d): d for d in dirs}

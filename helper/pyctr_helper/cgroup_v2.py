@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .cgroup_limits import CPU_PERIOD_US, LimitRequest, LimitUnsupported
 from .cgroup_tree import (RMDIR_ATTEMPTS, SUBTREE, current_paths, ensure_dir, existing_in, keyed,
-                          make_dir, read, remove_all, restore, write)
+                          make_dir, read, remove_all, restore, write, write_each)
 
 
 class CgroupV2:
@@ -112,6 +112,11 @@ class CgroupV2:
             return read(dirs[0].parent / "cgroup.subtree_control").split()
         except (OSError, IndexError):
             return []
+
+    def unlimit(self, dirs: list[Path]) -> None:
+        for path in dirs:
+            write_each([(path / "memory.max", "max"), (path / "memory.swap.max", "max"),
+                        (path / "cpu.max", "max"), (path / "pids.max", "max")])
 
     def paths(self, dirs: list[Path]) -> dict[str, str]:
         return {"": str(dirs[0].relative_to(self.root))} if dirs else {}

@@ -264,6 +264,48 @@ def test_a_failed_move_puts_the_process_back_and_leaves_no_cgroup(driven, user_a
     assert not driven.service.placements
 
 
+def test_a_pid_reused_mid_move_is_left_in_place_unlimited_never_moved_back(driven, user_a, user_b,
+                                                                          monkeypatch):
+    """The target dies and its pid names another process by the time cgroup.procs is written:
+    no further hierarchy is written once the pidfd no longer names the target; the unknown
+    process is not moved into the target's old cgroup (which may be the caller's to write),
+    it stays where it is with the limits lifted, and the cgroup goes once it exits."""
+    from pyctr_helper import cgroup_service
+    from pyctr_helper.errors import InvalidArgument
+
+    backend = driven.service.backend
+    stand_in, fd = driven.process(user_b)  # what the reused pid now names
+    os.close(fd)
+    moved: list[Path] = []
+
+    def move_the_stand_in(dirs, pid):
+        for d in dirs:
+            (d / "cgroup.procs").write_text(str(stand_in.pid))
+            moved.append(d)
+
+    monkeypatch.setattr(backend, "move", move_the_stand_in)
+    monkeypatch.setattr(cgroup_service, "still_same", lambda pidfd, target: not moved)
+    caller = _caller(driven, user_a)
+    proc, pidfd = driven.process(user_a)
+    target_before, stand_in_before = _cgroup_of(proc.pid), _cgroup_of(stand_in.pid)
+    with pytest.raises(InvalidArgument):
+        driven.limit(caller, pidfd, {"memory": 64 * MiB, "pids": 10})
+    os.close(pidfd)
+
+    assert len(moved) == 1  # the pids hierarchy was not written after the check failed
+    (memory,) = moved
+    assert procs(memory) == {stand_in.pid}
+    assert int((memory / "memory.limit_in_bytes").read_text()) > 1 << 60
+    assert _cgroup_of(proc.pid) == target_before
+    assert ("resources.limit", "failed") in [(a, o) for a, o, _ in driven.audit.lines]
+    assert _cgroup_of(stand_in.pid) != stand_in_before  # left where it is, not moved back
+    stand_in.kill()
+    stand_in.wait()
+    wait_for(lambda: not memory.exists(), spin=driven.spin, timeout=15,
+             what="the cgroup to go once the unknown process exits")
+    assert not driven.service.placements
+
+
 def test_a_user_holds_a_bounded_number_of_limited_containers(driven, user_a, monkeypatch):
     from pyctr_helper import cgroup_service
 
