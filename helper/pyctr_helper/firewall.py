@@ -14,6 +14,8 @@ rules carry the comment "pyctr:<lease id>".
 from __future__ import annotations
 
 import fcntl
+import ipaddress
+import logging
 import os
 import shutil
 import subprocess
@@ -24,6 +26,8 @@ import iptc
 
 from .config import Network
 from .store import Lease, Port
+
+log = logging.getLogger(__name__)
 
 DNAT_CHAIN = "PYCTR-DNAT"
 POST_CHAIN = "PYCTR-POSTROUTING"
@@ -184,11 +188,12 @@ class Firewall:
             iptc.Chain(t[iptc.Table.FILTER], FORWARD_CHAIN).insert_rule(_forward(lease, port))
 
     def add_lease(self, lease: Lease) -> None:
+        """Insert the lease's rules. The caller pushes the undo at once, then flushes stale
+        UDP flows (flush_stale_udp_flows), which must not be able to strand these rules."""
         if not lease.ports:
             return
         with self._batch(iptc.Table.NAT, iptc.Table.FILTER) as t:
             self._add_lease(t, lease)
-        flush_udp_conntrack(lease.ports)
 
     def remove_lease(self, lease: Lease) -> None:
         """Remove the lease's rules; rules already gone (after a crash) are fine."""
@@ -202,17 +207,43 @@ class Firewall:
                         iptc.Chain(t[table], chain).delete_rule(rule)
                     except iptc.IPTCError:
                         pass  # not there: nothing to remove
-        flush_udp_conntrack(lease.ports)
+        flush_lease_udp_flows(lease)
 
 
-def flush_udp_conntrack(ports: tuple[Port, ...]) -> None:
-    """Forget UDP flows to ports whose mapping changed: conntrack would otherwise keep sending a
-    long-lived UDP flow to the old destination. Fixed argv, typed integers only."""
+# UDP conntrack: a long-lived UDP flow keeps its old translation (or lack of one) after a
+# mapping changes. Each flush names exactly the flows a mapping concerns, never other host
+# flows to a remote port of the same number. Best effort: a failure is logged, not raised, so
+# it can never strand rules or an address. Fixed argv, built from typed values only.
+
+def flush_stale_udp_flows(lease: Lease, local: set[ipaddress.IPv4Address]) -> None:
+    """A new mapping: forget flows to the host address(es) it publishes on (its host_ip, or
+    every local address for a wildcard) at its host port, recorded before the DNAT existed."""
+    for port in lease.ports:
+        if port.protocol != "udp":
+            continue
+        targets = [ipaddress.IPv4Address(port.host_ip)] if port.host_ip else sorted(local)
+        for address in targets:
+            _conntrack_delete(["--orig-dst", str(address),
+                               "--orig-port-dst", str(int(port.host_port))])
+
+
+def flush_lease_udp_flows(lease: Lease) -> None:
+    """A mapping ends: forget the flows DNATed to it, which are exactly those whose reply comes
+    from the lease's address and container port."""
+    for port in lease.ports:
+        if port.protocol == "udp":
+            _conntrack_delete(["--reply-src", str(ipaddress.IPv4Address(lease.address)),
+                               "--reply-port-src", str(int(port.container_port))])
+
+
+def _conntrack_delete(match: list[str]) -> None:
     tool = shutil.which("conntrack", path="/usr/sbin:/sbin:/usr/bin:/bin")
     if tool is None:
         return
-    for port in ports:
-        if port.protocol == "udp":
-            subprocess.run([tool, "-D", "-p", "udp", "--orig-port-dst", str(int(port.host_port))],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=False, close_fds=True)
+    try:
+        # Exit status 1 only says no entry matched.
+        subprocess.run([tool, "-D", "-p", "udp", *match], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                       close_fds=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("conntrack flush %s failed: %s", " ".join(match), e)

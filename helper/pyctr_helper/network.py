@@ -24,7 +24,7 @@ from .audit import SYSTEM, Caller
 from .config import Network
 from .errors import InvalidArgument, NoSuchLease, QuotaExceeded
 from .fdcheck import Process
-from .firewall import Firewall
+from .firewall import Firewall, flush_stale_udp_flows
 from .lifetime import Watch
 from .links import Links, host_ifname, is_helper_ifname
 from .requests import AttachRequest
@@ -170,7 +170,9 @@ class NetworkService:
             self.links.enslave(idx, bridge)
             checkpoint("enslave")
             self.firewall.add_lease(lease)
+            # The undo first: nothing that can fail may come between the rules and their undo.
             undo.push("rules", lambda: self.firewall.remove_lease(lease))
+            flush_stale_udp_flows(lease, local)  # best effort, never raises
             lease = lease.activated(process.pid, process.start_time)
             self.store.put(lease)
             checkpoint("active")

@@ -73,3 +73,34 @@ def test_publishing_a_udp_port_flushes_its_stale_conntrack_entries(client_a, pol
     assert f"dport={port}" not in entries()
     assert client_a.detach(out["body"][0]["lease"]) == {"body": []}
     unchanged_host()
+
+
+def test_udp_conntrack_flush_spares_flows_to_other_addresses_on_the_same_port(client_a, polkit,
+                                                                             unchanged_host):
+    """Publishing 127.0.0.1:P forgets flows to 127.0.0.1:P only; a flow of the host to another
+    address with destination port P (here 127.0.0.2, standing for a remote server) is not the
+    mapping's business and survives both the attach and the detach."""
+    import socket
+    polkit.set("allow")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in ("127.0.0.1", "127.0.0.2"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"x", (address, port))  # nobody listens: conntrack still records the flow
+
+    def entries(address: str) -> str:
+        return subprocess.run(["conntrack", "-L", "-p", "udp", "--orig-dst", address,
+                               "--orig-port-dst", str(port)], capture_output=True, text=True).stdout
+    try:
+        assert f"dport={port}" in entries("127.0.0.1") and f"dport={port}" in entries("127.0.0.2")
+        out = client_a.attach(client_a.spawn(), ports=("a(sqqs)", [["127.0.0.1", port, 53, "udp"]]))
+        assert "body" in out, out
+        assert f"dport={port}" not in entries("127.0.0.1")
+        assert f"dport={port}" in entries("127.0.0.2")
+        assert client_a.detach(out["body"][0]["lease"]) == {"body": []}
+        assert f"dport={port}" in entries("127.0.0.2")
+    finally:
+        subprocess.run(["conntrack", "-D", "-p", "udp", "--orig-dst", "127.0.0.2",
+                        "--orig-port-dst", str(port)], capture_output=True)
+    unchanged_host()
