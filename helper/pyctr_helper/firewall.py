@@ -184,7 +184,8 @@ class Firewall:
 
     def _add_lease(self, t: dict[str, iptc.Table], lease: Lease) -> None:
         for port in lease.ports:
-            iptc.Chain(t[iptc.Table.NAT], DNAT_CHAIN).insert_rule(_dnat(lease, port))
+            # After the network rules (the gateway's DNS DNAT), which a lease must not shadow.
+            iptc.Chain(t[iptc.Table.NAT], DNAT_CHAIN).append_rule(_dnat(lease, port))
             iptc.Chain(t[iptc.Table.FILTER], FORWARD_CHAIN).insert_rule(_forward(lease, port))
 
     def add_lease(self, lease: Lease) -> None:

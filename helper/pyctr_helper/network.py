@@ -131,8 +131,9 @@ class NetworkService:
         if net is None:
             raise InvalidArgument(f"no network named {req.network!r}")
         local = self.links.local_addresses()
+        bridges = tuple(n.subnet for n in self.config.networks.values())
         for p in req.ports:
-            ports.check_request(p, self.config.ports, local)
+            ports.check_request(p, self.config.ports, local, bridges)
         with self.store.locked(), UndoStack() as undo:
             self._check_quota(caller.uid, len(req.ports))
             leases = list(self.store.leases.values())

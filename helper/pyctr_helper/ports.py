@@ -66,12 +66,16 @@ def reserve_exact(port: Port) -> Reservation:
         raise
 
 
-def check_request(req: PortRequest, policy: PortPolicy,
-                  local: set[ipaddress.IPv4Address]) -> None:
+def check_request(req: PortRequest, policy: PortPolicy, local: set[ipaddress.IPv4Address],
+                  bridges: tuple[ipaddress.IPv4Network, ...] = ()) -> None:
     """Refuse a host port outside the admin's ranges, a privileged one the admin forbids, or a
-    host address that is not local."""
+    host address that is not local or lies in a pyctr network (`bridges`): a mapping on a
+    gateway would capture what containers send to their gateway (their DNS among it)."""
     if req.host_ip is not None and req.host_ip not in local:
         raise InvalidArgument(f"host address {req.host_ip} is not a local address")
+    if req.host_ip is not None and any(req.host_ip in subnet for subnet in bridges):
+        raise InvalidArgument(f"host address {req.host_ip} belongs to a pyctr network; publish "
+                              "on a host address instead")
     if is_privileged(req.host_port) and not policy.allow_privileged:
         raise InvalidArgument(f"host port {req.host_port} is privileged and the admin allows none")
     if req.host_port and not policy.allows(req.host_port):

@@ -96,3 +96,35 @@ def test_quota_exceeded_is_refused(client_a, helper, polkit, nothing_changed, tm
     finally:
         helper.start()
     nothing_changed()
+
+
+def test_publishing_on_a_pyctr_gateway_is_refused_and_lease_dnat_stays_below_dns(client_a, polkit,
+                                                                                nothing_changed):
+    """The gateway is a local address while its bridge is up, but a mapping on it would capture
+    what containers send to their gateway; and a lease's DNAT rules never shadow the network's
+    own (the DNS DNAT to the gateway)."""
+    import subprocess
+    polkit.set("allow")
+    first = client_a.attach(client_a.spawn(), ports=ports(("", 0, 53, "udp")))
+    assert "body" in first, first
+    lease = first["body"][0]
+    gateway = lease["gateway"]
+    try:
+        out = client_a.attach(client_a.spawn(), ports=ports((gateway, 0, 80, "tcp")))
+        assert out["error"] == pyctr_bus.INVALID_ARGUMENT and "pyctr network" in out["message"], out
+        assert len(client_a.list()) == 1
+        # Lease rules are appended, so they follow the network's rules (the DNS DNAT, present
+        # when the host resolver is on loopback) and each other in attach order.
+        second = client_a.attach(client_a.spawn(), ports=ports(("", 0, 80, "tcp")))
+        assert "body" in second, second
+        rules = subprocess.run(["iptables-legacy", "-t", "nat", "-S", "PYCTR-DNAT"],
+                               capture_output=True, text=True).stdout.splitlines()
+        at = {r: i for i, r in enumerate(rules)}
+        first_at = [i for r, i in at.items() if f"pyctr:{lease['lease']}" in r]
+        second_at = [i for r, i in at.items() if f"pyctr:{second['body'][0]['lease']}" in r]
+        network_at = [i for r, i in at.items() if "pyctr-net:" in r]
+        assert max(network_at, default=-1) < min(first_at) < min(second_at), rules
+        assert client_a.detach(second["body"][0]["lease"]) == {"body": []}
+    finally:
+        assert client_a.detach(lease["lease"]) == {"body": []}
+    nothing_changed()
