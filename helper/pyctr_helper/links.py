@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
+import os
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -39,6 +40,37 @@ def _sysctl(path: str, value: str) -> None:
         p.write_text(value)
 
 
+IP_FORWARD = "ipv4/ip_forward"
+IP_FORWARD_SAVED = "ip_forward.before"  # in the state dir: survives a helper crash
+
+
+def enable_forwarding(state_dir: Path) -> None:
+    """net.ipv4.ip_forward = 1 while pyctr bridges exist (containers reach out through the
+    host). The value found first is saved in the state dir, written before the change so a
+    crash cannot lose it; restore_forwarding puts it back when the last bridge goes."""
+    saved = state_dir / IP_FORWARD_SAVED
+    if not saved.exists():
+        before = (Path("/proc/sys/net") / IP_FORWARD).read_text().strip()
+        if before not in ("0", "1"):
+            before = "1"  # not a value we understand: leave what we set
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(before + "\n")
+        os.replace(tmp, saved)
+    _sysctl(IP_FORWARD, "1")
+
+
+def restore_forwarding(state_dir: Path) -> None:
+    """Put net.ipv4.ip_forward back to what it was before the first bridge (if we changed it)."""
+    saved = state_dir / IP_FORWARD_SAVED
+    try:
+        before = saved.read_text().strip()
+    except FileNotFoundError:
+        return
+    if before in ("0", "1"):
+        _sysctl(IP_FORWARD, before)
+    saved.unlink()
+
+
 class Links:
     def __init__(self) -> None:
         self.ipr = IPRoute()
@@ -56,7 +88,8 @@ class Links:
 
     def ensure_bridge(self, net: Network) -> int:
         """The network's bridge, created if missing: up, pinned MAC, the gateway address,
-        route_localnet on it alone (so DNAT to loopback works for this bridge and nowhere else)."""
+        route_localnet on it alone (so DNAT to loopback works for this bridge and nowhere else).
+        ip_forward is the caller's (enable_forwarding), once the attach is validated."""
         idx = self.index(net.bridge)
         if idx is not None and net.bridge in self._ready:
             return idx
@@ -75,7 +108,6 @@ class Links:
             self.ipr.addr("add", index=idx, address=str(net.gateway), prefixlen=net.subnet.prefixlen)
         self.ipr.link("set", index=idx, state="up")
         _sysctl(f"ipv4/conf/{net.bridge}/route_localnet", "1")
-        _sysctl("ipv4/ip_forward", "1")
         self._ready.add(net.bridge)
         return idx
 

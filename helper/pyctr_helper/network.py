@@ -26,7 +26,8 @@ from .errors import InvalidArgument, NoSuchLease, QuotaExceeded
 from .fdcheck import Process
 from .firewall import Firewall, flush_stale_udp_flows
 from .lifetime import Watch
-from .links import Links, host_ifname, is_helper_ifname
+from .links import (Links, enable_forwarding, host_ifname, is_helper_ifname,
+                    restore_forwarding)
 from .requests import AttachRequest
 from .rollback import UndoStack, checkpoint
 from .services import Services
@@ -72,6 +73,10 @@ class NetworkService:
             for net in self.config.networks.values():
                 if not self.store.on_network(net.name):
                     self.links.remove_bridge(net)
+            if self.store.leases:
+                enable_forwarding(self.config.state_dir)
+            else:
+                restore_forwarding(self.config.state_dir)  # e.g. after a crash with leases
             self.firewall.install(list(self.config.networks.values()), self._dns_targets(),
                                   list(self.store.leases.values()))
 
@@ -121,6 +126,7 @@ class NetworkService:
         antispoof.uninstall()
         for net in self.config.networks.values():
             self.links.remove_bridge(net)
+        restore_forwarding(self.config.state_dir)
         self.links.close()
 
     # --- the methods ----------------------------------------------------------------------
@@ -170,6 +176,9 @@ class NetworkService:
             undo.push("antispoof", lambda: antispoof.unprotect(lease.host_ifname, lease.address, lease.mac))
             self.links.enslave(idx, bridge)
             checkpoint("enslave")
+            # Everything the caller sent has been accepted: only now is forwarding turned on
+            # (a refused attach leaves it alone); the last bridge's removal restores it.
+            enable_forwarding(self.config.state_dir)
             self.firewall.add_lease(lease)
             # The undo first: nothing that can fail may come between the rules and their undo.
             undo.push("rules", lambda: self.firewall.remove_lease(lease))
@@ -256,6 +265,11 @@ class NetworkService:
                 self.links.remove_bridge(net)
             except Exception:
                 log.exception("removing bridge %s failed", net.bridge)
+            if not any(l.id != ending for l in self.store.leases.values()):
+                try:
+                    restore_forwarding(self.config.state_dir)  # the last pyctr bridge went
+                except OSError:
+                    log.exception("restoring net.ipv4.ip_forward failed")
 
 
 def lease_wire(lease: Lease) -> dict[str, tuple[str, object]]:

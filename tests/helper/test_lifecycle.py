@@ -157,3 +157,42 @@ def test_200_attach_detach_cycles_leak_nothing(client_a, helper, polkit, nothing
     assert helper.fd_count() == fds_before
     assert leases_on_disk() == []
     nothing_changed()
+
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def test_ip_forward_is_set_by_the_first_lease_and_restored_after_the_last_even_across_a_crash(
+        client_a, helper, polkit, wait_until, nothing_changed):
+    """ip_forward is global: the helper turns it on for its first bridge only once an attach
+    is accepted, and puts back the value it found when its last bridge goes, also when the
+    helper was killed in between (the value waits in the state dir)."""
+    polkit.set("allow")
+    assert client_a.list() == []
+    found = IP_FORWARD.read_text()
+    IP_FORWARD.write_text("0\n")
+    try:
+        pid = client_a.spawn()
+        # Refused after the bridge was made: the netns already has an interface named lo.
+        refused = client_a.attach(pid, ifname=("s", "lo"))
+        assert refused.get("error") == pyctr_bus.INVALID_ARGUMENT, refused
+        assert IP_FORWARD.read_text().strip() == "0"  # a refused attach changes nothing
+
+        out = client_a.attach(pid)
+        assert "body" in out, out
+        assert IP_FORWARD.read_text().strip() == "1"
+        assert client_a.detach(out["body"][0]["lease"]) == {"body": []}
+        assert IP_FORWARD.read_text().strip() == "0"
+
+        out = client_a.attach(client_a.spawn())
+        assert "body" in out, out
+        assert IP_FORWARD.read_text().strip() == "1"
+        helper.stop(signal.SIGKILL)  # no chance to restore anything
+        client_a.kill_all()  # the lease is stale for the next helper
+        helper.start()
+        wait_until(lambda: client_a.list() == [], what="the restarted helper to serve")
+        assert IP_FORWARD.read_text().strip() == "0"
+        assert not (Path("/var/lib/pyctr") / "ip_forward.before").exists()
+    finally:
+        IP_FORWARD.write_text(found)
+    nothing_changed()
