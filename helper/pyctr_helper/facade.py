@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -22,7 +23,7 @@ from dbus_next.aio import MessageBus
 
 from . import fdcheck, polkit, requests, resources
 from .audit import Caller
-from .errors import Failed, HelperError, InvalidArgument, NotAuthorized
+from .errors import Failed, HelperError, InvalidArgument, NotAuthorized, QuotaExceeded
 from .network import NetworkService, lease_wire
 from .services import Services
 
@@ -35,6 +36,10 @@ UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 UNKNOWN_OBJECT = "org.freedesktop.DBus.Error.UnknownObject"
 UNKNOWN_PROPERTY = "org.freedesktop.DBus.Error.UnknownProperty"
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+# Calls in progress (most waiting on polkit, up to 300 s for a password) each hold a task and
+# the fds they brought: a caller may have only so many at once.
+MAX_IN_FLIGHT_PER_NAME = 8
+MAX_IN_FLIGHT_PER_UID = 32
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Method:
     actions: Callable[[Any], list[str]]  # polkit actions the parsed request needs
     handle: Callable[["Facade", Call], Awaitable[Reply]]
     audit_name: str
+    fds: int = 0  # exactly this many fds, named by the first `fds` arguments (handles)
 
 
 def _a_sv(fields: dict[str, tuple[str, object]]) -> dict[str, Variant]:
@@ -185,12 +191,12 @@ def _own_leases(_: Any) -> list[str]:
 # The one table: nothing outside it is callable. (interface, member) -> Method
 METHODS: dict[tuple[str, str], Method] = {
     (pyctr_bus.NETWORK_INTERFACE, "Attach"): Method(
-        "hha{sv}", lambda b: requests.attach_request(b[2]), _attach_actions, _attach, "attach"),
+        "hha{sv}", lambda b: requests.attach_request(b[2]), _attach_actions, _attach, "attach", 2),
     (pyctr_bus.NETWORK_INTERFACE, "Detach"): Method(
         "s", lambda b: requests.parse_lease_id(b[0]), _own_leases, _detach, "detach"),
     (pyctr_bus.NETWORK_INTERFACE, "List"): Method("", _no_args, _own_leases, _list, "list"),
     (pyctr_bus.RESOURCES_INTERFACE, "Limit"): Method(
-        "ha{sv}", _parse_limit, lambda _: [pyctr_bus.ACTION_LIMIT_RESOURCES], _limit, "limit"),
+        "ha{sv}", _parse_limit, lambda _: [pyctr_bus.ACTION_LIMIT_RESOURCES], _limit, "limit", 1),
     (INTROSPECTABLE, "Introspect"): Method("", _no_args, _public, _introspect, "introspect"),
     (PROPERTIES, "Get"): Method("ss", _no_args, _public, _get, "get-property"),
     (PROPERTIES, "GetAll"): Method("s", _no_args, _public, _get_all, "get-properties"),
@@ -212,6 +218,8 @@ class Facade:
                  forbidden: fdcheck.ForbiddenNamespaces) -> None:
         self.bus, self.services, self.network, self.forbidden = bus, services, network, forbidden
         self.tasks: set[asyncio.Task] = set()
+        self.in_flight_by_name: Counter[str] = Counter()
+        self.in_flight_by_uid: Counter[int] = Counter()
         self.ready = asyncio.Event()  # set once the store is reconciled
         bus.add_message_handler(self.on_message)
 
@@ -235,12 +243,22 @@ class Facade:
 
     async def serve(self, msg: Message) -> None:
         fds = list(msg.unix_fds)
-        caller = Caller(bus_name=msg.sender or "?", uid=-1, pid=0)
+        sender = msg.sender or "?"
+        caller = Caller(bus_name=sender, uid=-1, pid=0)
         method = METHODS.get((msg.interface, msg.member))
         name = method.audit_name if method else f"{msg.interface}.{msg.member}"
+        self.in_flight_by_name[sender] += 1
+        counted_uid: int | None = None
         try:
+            # Before any wait: a connection over its cap holds nothing while it is refused.
+            if self.in_flight_by_name[sender] > MAX_IN_FLIGHT_PER_NAME:
+                self._too_many(caller, name, fds, f"{MAX_IN_FLIGHT_PER_NAME} per connection")
             await self.ready.wait()
             caller = await polkit.caller_identity(self.bus, msg.sender)
+            counted_uid = caller.uid
+            self.in_flight_by_uid[counted_uid] += 1
+            if self.in_flight_by_uid[counted_uid] > MAX_IN_FLIGHT_PER_UID:
+                self._too_many(caller, name, fds, f"{MAX_IN_FLIGHT_PER_UID} per user")
             if msg.path != pyctr_bus.OBJECT_PATH or method is None:
                 self.services.audit.record(caller, name, "refused", path=msg.path,
                                            reason="not in the method table")
@@ -259,6 +277,25 @@ class Facade:
                                                "the helper failed; details are in its log"))
         finally:
             self._close(fds)
+            self._uncount(self.in_flight_by_name, sender)
+            if counted_uid is not None:
+                self._uncount(self.in_flight_by_uid, counted_uid)
+
+    def _too_many(self, caller: Caller, name: str, fds: list[int], cap: str) -> None:
+        self._drop(fds)
+        self.services.audit.record(caller, name, "refused", reason=f"more than {cap} calls in progress")
+        raise QuotaExceeded(f"too many calls in progress (at most {cap}); wait for one to finish")
+
+    @staticmethod
+    def _uncount(counter: Counter, key: object) -> None:
+        counter[key] -= 1
+        if counter[key] <= 0:
+            del counter[key]
+
+    def _drop(self, fds: list[int]) -> None:
+        """Close the call's fds now and forget them (serve's final close then has none)."""
+        self._close(fds)
+        fds.clear()
 
     async def _call(self, msg: Message, method: Method, fds: list[int], caller: Caller) -> Reply:
         audit = self.services.audit
@@ -273,6 +310,15 @@ class Facade:
                     request = method.parse(msg.body)
                 except InvalidArgument as e:
                     parse_error = e
+            if parse_error is None:
+                # The fd count and handle indexes are plain structure: checked before polkit,
+                # which may take minutes (a password), so a malformed call holds no fd meanwhile.
+                try:
+                    fdcheck.fds_by_handle(msg.body[:method.fds], fds, method.fds)
+                except InvalidArgument as e:
+                    parse_error = e
+            if parse_error is not None:
+                self._drop(fds)
             # An unparseable request is authorized for the method's base action only.
             actions = method.actions(request) if parse_error is None else _base_actions(method)
             interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)

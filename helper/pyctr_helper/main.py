@@ -14,6 +14,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -156,12 +157,25 @@ async def _serve(services: Services, forbidden: ForbiddenNamespaces, idle: float
         os.close(lock)
 
 
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: calls waiting on polkit hold the fds they
+    brought (capped per caller in the facade), and a default soft limit of 1024 would let a
+    few callers starve everyone else. (Raising the hard limit is the service file's job.)"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit to %s: %s", hard, e)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv)
     _setup_logging(args.log)
     if os.geteuid() != 0:
         log.error("pyctr-helper must run as root (it is started by D-Bus activation)")
         sys.exit(1)
+    _raise_fd_limit()
     rollback.CRASH_AT = args.crash_at
     if args.crash_at:
         log.warning("fault injection: the helper will SIGKILL itself at step %s", args.crash_at)

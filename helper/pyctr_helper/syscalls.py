@@ -74,7 +74,9 @@ def pidfd_pid(fd: int) -> int:
 def pidfd_alive(fd: int) -> bool:
     """True while the process behind the pidfd has not exited: a pidfd polls readable once its
     process exits. (pidfd_send_signal(fd, 0) would need CAP_KILL for another user's process.)"""
-    return not select.select([fd], [], [], 0)[0]
+    poller = select.poll()  # not select(): the helper's fds may number above FD_SETSIZE
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
 
 
 def pidfd_open(pid: int) -> int:

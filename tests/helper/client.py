@@ -4,6 +4,8 @@
     client.py fill SPEC_JSON        {"count", "options"}: spawn and attach COUNT of them
     client.py cycles SPEC_JSON      {"pid", "count", "options"}: Attach+Detach COUNT times
     client.py call SPEC_JSON        send one method call, print the reply or error as JSON
+    client.py burst SPEC_JSON       the call `count` times at once on one connection, a line
+                                    per reply as it arrives
 
 SPEC: {"interface", "member", "signature", "body", "fds", "interactive", "path"}.
 "fds" is a list of what to open and pass, in order:
@@ -147,6 +149,32 @@ async def fill(spec):
     print(json.dumps(out))
 
 
+async def burst(spec):
+    """Send the call `count` times at once on one connection; print each reply as one JSON
+    line, in the order the replies arrive."""
+    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+
+    async def one():
+        fds = [_open(f) for f in spec.get("fds", [])]
+        msg = Message(destination=pyctr_bus.BUS_NAME, path=pyctr_bus.OBJECT_PATH,
+                      interface=spec.get("interface", pyctr_bus.NETWORK_INTERFACE),
+                      member=spec["member"], signature=spec.get("signature", ""),
+                      body=_decode(spec.get("body", [])), unix_fds=fds)
+        try:
+            reply = await asyncio.wait_for(bus.call(msg), spec.get("timeout", 120))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if reply.message_type == MessageType.ERROR:
+            out = {"error": reply.error_name, "message": reply.body[0] if reply.body else ""}
+        else:
+            out = {"body": _encode(reply.body)}
+        print(json.dumps(out), flush=True)
+
+    await asyncio.gather(*(one() for _ in range(spec["count"])))
+    bus.disconnect()
+
+
 def _spawn_one() -> int:
     proc = subprocess.Popen(["unshare", "-Urn", "sleep", "infinity"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -171,5 +199,7 @@ if __name__ == "__main__":
         asyncio.run(fill(json.loads(sys.argv[2])))
     elif sys.argv[1] == "cycles":
         asyncio.run(cycles(json.loads(sys.argv[2])))
+    elif sys.argv[1] == "burst":
+        asyncio.run(burst(json.loads(sys.argv[2])))
     else:
         asyncio.run(call(json.loads(sys.argv[2])))

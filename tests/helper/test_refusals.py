@@ -5,6 +5,7 @@ deciding, against the real kernel."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import subprocess
 import pytest
 
 import pyctr_bus
-from helper_world import ports
+from helper_world import CLIENT, PYTHON, ports
 from pyctr_helper.fdcheck import NETNS_REFUSAL
 
 
@@ -56,6 +57,50 @@ def test_attach_refused_when_polkitd_does_not_answer(client_a, polkit, nothing_c
     assert out["error"] == pyctr_bus.NOT_AUTHORIZED, out
     assert "polkit did not answer" in out["message"]
     nothing_changed()
+
+
+def test_calls_waiting_on_polkit_hold_no_fds_and_are_capped_per_connection(client_a, helper,
+                                                                           polkit, wait_until,
+                                                                           nothing_changed):
+    """While polkit has not answered (stopped here; a password prompt can take minutes), a call
+    with the wrong fd count already gave its fds back, and a connection may have only 8 calls
+    in progress: the 9th and later are refused at once, without waiting."""
+    from pyctr_helper.facade import MAX_IN_FLIGHT_PER_NAME
+    pid = client_a.spawn()
+    polkit.set("allow")
+    fds_before = helper.fd_count()
+    count = MAX_IN_FLIGHT_PER_NAME + 4
+    spec = {"member": "Attach", "signature": "hha{sv}", "body": [0, 1, {}], "count": count,
+            "fds": [{"netns": pid}, {"pidfd": pid}, {"path": "/dev/null"}]}  # one fd too many
+    stopped = _polkitd_pids()
+    assert stopped, "polkitd is not running"
+    for p in stopped:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        burst = client_a.user.popen([PYTHON, CLIENT, "burst", json.dumps(spec)])
+        early = [json.loads(burst.stdout.readline()) for _ in range(count - MAX_IN_FLIGHT_PER_NAME)]
+        assert all(r.get("error") == pyctr_bus.QUOTA_EXCEEDED for r in early), early
+        assert "calls in progress" in early[0]["message"]
+        # The 8 still waiting on polkit hold none of the 24 fds they brought. (They are still
+        # waiting when this holds: their replies below are polkit's answer after SIGCONT, not
+        # the denial its 10 s silence would have given.)
+        wait_until(lambda: helper.fd_count() == fds_before, timeout=8,
+                   what="the helper to give back the fds of malformed calls")
+    finally:
+        for p in stopped:
+            os.kill(p, signal.SIGCONT)
+    late = [json.loads(burst.stdout.readline()) for _ in range(MAX_IN_FLIGHT_PER_NAME)]
+    assert burst.wait(timeout=60) == 0
+    assert all(r.get("error") == pyctr_bus.INVALID_ARGUMENT for r in late), late
+    assert helper.fd_count() == fds_before
+    nothing_changed()
+
+
+def test_helper_raises_its_open_file_limit_to_the_hard_limit(helper):
+    """Calls in progress hold the fds they brought; the soft limit must not be the bottleneck."""
+    line = next(l for l in open(f"/proc/{helper.pid}/limits") if l.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    assert soft == hard, line
 
 
 def test_publishing_a_port_needs_the_publish_grant(client_a, polkit, nothing_changed):
