@@ -207,6 +207,25 @@ def test_reconcile_removes_stale_cgroups_and_watches_live_ones(driven, user_a):
              what="the reconciled cgroup to be removed after its last process")
 
 
+def test_reconcile_finds_cgroups_nested_under_a_processs_own(driven, user_a):
+    """Cgroups are made under the process's own cgroups, so reconcile looks at every depth;
+    a nested pyctr/ parent goes with its last cgroup."""
+    backend = detect()
+    proc, pidfd = driven.process(user_a)
+    os.close(pidfd)
+    where = tuple(_cgroup_of(proc.pid).splitlines())
+    stale = backend.create(new_name(user_a.uid), LimitRequest(memory=64 * MiB, pids=5), where)
+    own = dict(line.split(":", 2)[1:] for line in where)
+    assert (backend.mounts["memory"] / own["memory"].lstrip("/") / "pyctr") in {
+        d.parent for d in stale}
+    driven.act(driven.service.reconcile)
+    wait_for(lambda: not any(d.exists() for d in stale), spin=driven.spin,
+             what="the nested stale cgroup to be removed")
+    for d in stale:
+        if d.parent.parent not in backend.mounts.values():
+            assert not d.parent.exists(), d.parent
+
+
 def test_v2_tree_without_controllers_refuses_limits_and_still_manages_cgroups(user_a):
     """On this hybrid host the unified tree has no controllers (they are all on v1): the v2
     backend must refuse every limit, yet its create/move/remove work on the real kernel."""
