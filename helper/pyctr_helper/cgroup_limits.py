@@ -177,16 +177,19 @@ def check_maximums(request: "LimitRequest", maximums: "config.Limits") -> None:
             f"--pids-limit above the administrator's maximum of {maximums.max_pids}")
 
 
-def with_maximums(request: "LimitRequest", maximums: "config.Limits") -> "LimitRequest":
+def with_maximums(request: "LimitRequest", maximums: "config.Limits",
+                  swap_accounted: bool = False) -> "LimitRequest":
     """`request` checked against the maximums, with every configured maximum made mandatory:
     min(requested, maximum) where asked, the maximum itself where not (LimitAboveMaximum
-    first if the request is over one). No separate swap ceiling is written: see
-    check_maximums."""
+    first if the request is over one). The memory maximum also bounds memory+swap (twice it,
+    as check_maximums reads it), written where the host accounts swap."""
     check_maximums(request, maximums)
     if maximums.max_memory is not None:
         asked = request.memory
         request = replace(request, memory=maximums.max_memory if asked is None
                           else min(asked, maximums.max_memory))
+        if swap_accounted and request.memory_swap is None:
+            request = replace(request, memory_swap=2 * maximums.max_memory)
     if maximums.max_cpus is not None:
         asked_cpus = request.cpus
         request = replace(request, cpus=maximums.max_cpus if asked_cpus is None

@@ -106,7 +106,8 @@ class CgroupService:
 
     def _validate(self, caller: Caller, pidfd: int, values: dict[str, object]) -> tuple[LimitRequest, Target]:
         # Every configured maximum is written, asked for or not (cgroup_limits.with_maximums).
-        request = with_maximums(parse_limits(values), self.config.limits_for(caller.uid))
+        request = with_maximums(parse_limits(values), self.config.limits_for(caller.uid),
+                                self.backend.accounts_swap())
         mine = sum(1 for p in self.placements.values() if p.caller.uid == caller.uid)
         if mine >= MAX_PER_USER:
             raise QuotaExceeded(f"at most {MAX_PER_USER} limited containers per user at once")

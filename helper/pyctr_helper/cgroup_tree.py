@@ -164,6 +164,9 @@ class CgroupBackend(Protocol):
     def check(self, limits: LimitRequest) -> None:
         """Raise LimitUnsupported when this host cannot enforce `limits`; changes nothing."""
 
+    def accounts_swap(self) -> bool:
+        """True if a memory+swap limit can be written here (checked without changing anything)."""
+
     def create(self, name: str, limits: LimitRequest, proc_cgroup: tuple[str, ...] = ()) -> list[Path]:
         """Make the cgroup(s) with the limits written, nested under the cgroups the process's
         /proc/PID/cgroup lines name (none: at the hierarchy roots); on failure nothing is

@@ -45,6 +45,9 @@ class CgroupV1:
                 roots.append(root)
         return roots
 
+    def accounts_swap(self) -> bool:
+        return "memory" in self.mounts and (self.mounts["memory"] / MEMSW).exists()
+
     def check(self, limits: LimitRequest) -> None:
         self._hierarchies(limits)
         if limits.wants_swap and not (self.mounts["memory"] / MEMSW).exists():

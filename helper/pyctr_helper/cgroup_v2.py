@@ -41,6 +41,10 @@ class CgroupV2:
             wanted.append("pids")
         return wanted
 
+    def accounts_swap(self) -> bool:
+        # memory.swap.max exists only in child cgroups: look at pyctr/ if it is there.
+        return (self.root / SUBTREE / "memory.swap.max").exists()
+
     def check(self, limits: LimitRequest) -> None:
         try:
             available = set(read(self.root / "cgroup.controllers").split())

@@ -246,6 +246,11 @@ def test_every_configured_maximum_is_written_even_when_not_asked_for():
     lower = with_maximums(parse_limits({"memory": 64 * MiB, "pids": 10}, cpu_count=2), maximums)
     assert (lower.memory, lower.cpus, lower.pids) == (64 * MiB, 1.5, 10)
     assert with_maximums(parse_limits({"pids": 5}), Limits()) == LimitRequest(pids=5)
+    swapped = with_maximums(parse_limits({"pids": 5}), maximums, swap_accounted=True)
+    assert (swapped.memory, swapped.memory_swap) == (128 * MiB, 256 * MiB)
+    asked = with_maximums(parse_limits({"memory": 64 * MiB, "memory_swap": 96 * MiB}), maximums,
+                          swap_accounted=True)
+    assert (asked.memory, asked.memory_swap) == (64 * MiB, 96 * MiB)
     for over in ({"memory": 256 * MiB}, {"memory": 0}, {"pids": -1}, {"cpus": 2.0}):
         with pytest.raises(LimitAboveMaximum):
             with_maximums(parse_limits(over, cpu_count=2), maximums)

@@ -174,6 +174,8 @@ def test_unrequested_limits_get_the_admins_maximums(user_a, rootfs, helper, tmp_
         memory = wait_for(lambda: _live_cgroup(user_a, "memory"), timeout=30,
                           what="the container's memory cgroup")
         assert (memory / "memory.limit_in_bytes").read_text().strip() == str(128 * MiB)
+        if (memory / "memory.memsw.limit_in_bytes").exists():  # memory+swap: twice the maximum
+            assert (memory / "memory.memsw.limit_in_bytes").read_text().strip() == str(256 * MiB)
         pids = container_cgroup(user_a, "pids")
         assert (pids / "pids.max").read_text().strip() == "64"
         cpu = container_cgroup(user_a, "cpu")
