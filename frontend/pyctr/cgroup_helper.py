@@ -21,6 +21,7 @@ from .errors import HelperError, PyctrError
 from .helper_client import HelperClient
 
 _CGROUP = re.compile(r"^pyctr/\d+-[0-9a-f]{16}$")
+_PLACED = re.compile(r"^(?:[^/\0]+/)*pyctr/\d+-[0-9a-f]{16}$")
 _UNREACHABLE_PREFIXES = ("org.freedesktop.DBus.Error.ServiceUnknown",
                          "org.freedesktop.DBus.Error.NameHasNoOwner",
                          "org.freedesktop.DBus.Error.NoServer",
@@ -71,9 +72,15 @@ class HelperCgroups:
         except BaseException:
             client.close()
             raise
-        return HelperPlacement(client, cgroup, self._oom_file(cgroup), wanted)
+        return HelperPlacement(client, cgroup, self._oom_file(cgroup, result.get("paths")), wanted)
 
-    def _oom_file(self, cgroup: str) -> Path | None:
+    def _oom_file(self, cgroup: str, paths: object = None) -> Path | None:
+        # The helper nests the cgroup under the container's own; "paths" says where it is in
+        # each hierarchy (controller -> path from that hierarchy's root, "" on v2).
+        if isinstance(paths, dict):
+            where = paths.get("memory" if "memory" in self.mounts.v1 else "")
+            if isinstance(where, str) and _PLACED.match(where) and ".." not in where.split("/"):
+                cgroup = where
         if "memory" in self.mounts.v1:
             return self.mounts.v1["memory"] / cgroup / "memory.oom_control"
         if self.mounts.unified is not None:

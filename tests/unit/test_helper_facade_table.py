@@ -34,8 +34,14 @@ def test_every_published_method_is_in_the_table_with_its_signature():
 
 def test_every_privileged_method_needs_a_polkit_action():
     for (iface, member), method in facade.METHODS.items():
-        if iface.startswith("org.pyctr."):
+        if iface.startswith("org.pyctr.") and method.actions is not facade._own_leases:
             assert facade._base_actions(method), f"{iface}.{member} would run unauthorized"
+
+
+def test_only_detach_and_list_are_authorized_by_lease_ownership():
+    """They act on the caller's own leases (manage-all for others'); nothing else may skip polkit."""
+    owned = {k for k, m in facade.METHODS.items() if m.actions is facade._own_leases}
+    assert owned == {(pyctr_bus.NETWORK_INTERFACE, "Detach"), (pyctr_bus.NETWORK_INTERFACE, "List")}
 
 
 def test_attach_asks_for_the_port_actions_it_needs():
