@@ -37,15 +37,11 @@ step "install pyctr"
 install_args=()
 [ "${PYCTR_EDITABLE:-0}" = 1 ] && install_args+=(--editable)
 bash "$here/install-host.sh" "${install_args[@]}"
+command -v curl >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
 
 step "an unprivileged user: $demo_user"
 id "$demo_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$demo_user"
-for f in /etc/subuid /etc/subgid; do
-    grep -q "^$demo_user:" "$f" 2>/dev/null || {
-        start=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f" 2>/dev/null || echo 100000)
-        echo "$demo_user:$start:65536" >> "$f"
-    }
-done
+ensure_subids "$demo_user"
 # The example polkit rule (polkit/50-pyctr-group.rules) lets the pyctr group attach
 # containers and publish unprivileged ports without a password.
 usermod -aG "$PYCTR_GROUP" "$demo_user"
@@ -83,9 +79,14 @@ server_pid=""
 echo "pyctr exited $rc"
 
 step "nothing is left behind"
-veths=$(( $(count_veths) - veths_before ))
-rules=$(iptables-legacy -t nat -S | grep -c -- "--dport $host_port" || true)
-listeners=$(ss -Hltn "sport = :$host_port" | grep -c . || true)
+leftovers() {
+    veths=$(( $(count_veths) - veths_before ))
+    rules=$(iptables-legacy -t nat -S | grep -c -- "--dport $host_port" || true)
+    listeners=$(ss -Hltn "sport = :$host_port" | grep -c . || true)
+    [ "$veths$rules$listeners" = 000 ]
+}
+# pyctr does not wait for the helper's teardown; the helper finishes it within moments.
+wait_for 5 leftovers || true
 echo "veth interfaces added: $veths"
 echo "NAT rules for port $host_port: $rules"
 echo "sockets on port $host_port: $listeners"

@@ -104,6 +104,20 @@ class HelperClient:
     def detach(self, lease: str, timeout: float = DETACH_TIMEOUT) -> None:
         self._call("Detach", "s", [lease], timeout=timeout)
 
+    def send_detach(self, lease: str, timeout: float = DETACH_TIMEOUT) -> None:
+        """Send Detach without waiting for the helper to finish it: returns once the message
+        is on the socket. For exit paths, where the helper ends the lease anyway when the
+        container's pidfd reports its exit, and waiting would only delay pyctr's exit."""
+        self.connect()
+        assert self._bus is not None
+        message = Message(destination=pyctr_bus.BUS_NAME, path=pyctr_bus.OBJECT_PATH,
+                          interface=pyctr_bus.NETWORK_INTERFACE, member="Detach", signature="s",
+                          body=[lease], flags=MessageFlag.NO_REPLY_EXPECTED)
+        try:
+            self._run(self._bus.send(message), timeout, "sending Detach")
+        except (OSError, EOFError) as e:
+            raise HelperError(DISCONNECTED, f"lost the system bus during Detach: {e}") from None
+
     def list(self) -> list[dict[str, Any]]:
         """The caller's own leases, as plain dicts keyed like pyctr_bus.LEASE_FIELDS."""
         return _unwrap(self._call("List", "", [])[0])

@@ -178,11 +178,13 @@ class Containers:
     def __init__(self, rootfs: Path) -> None:
         self.rootfs = rootfs
         self.running: list[Container] = []
+        self.users: dict[str, object] = {}
 
     def start(self, user, *options: str, command: Sequence[str] = ("sh", "-c", WEB),
               ready: bool = True) -> Container:
         argv = ["run", "--rm", "--init", *options, str(self.rootfs), *command]
         proc = user.pyctr_popen(*argv)
+        self.users[user.name] = user
         c = Container(proc)
         c.start_readers()
         self.running.append(c)
@@ -196,6 +198,10 @@ class Containers:
                     c.proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     c.kill()
+        # pyctr sends Detach without waiting for it, and the helper's pidfd watch ends leases
+        # on its own: wait until it has, so the next test starts from a settled host.
+        for user in self.users.values():
+            wait_for(lambda: leases_of(user) == [], what=f"{user.name}'s leases to end")
 
 
 def leases_of(user) -> list[dict]:
