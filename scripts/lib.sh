@@ -56,3 +56,14 @@ start_services() {
         wait_for 10 polkit_alive || { log "polkitd did not start"; return 1; }
     fi
 }
+
+# Give USER a range of 65536 subordinate uids and gids after the highest range in use, unless
+# it has one (useradd adds them itself where login.defs says so).
+ensure_subids() {
+    local user=$1 f start
+    for f in /etc/subuid /etc/subgid; do
+        grep -q "^$user:" "$f" 2>/dev/null && continue
+        start=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f" 2>/dev/null || echo 100000)
+        echo "$user:$start:65536" >> "$f"
+    done
+}

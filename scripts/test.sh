@@ -25,12 +25,7 @@ done
 # with subordinate id ranges; pyctr-test-a has a known password for the prompt test.
 for u in pyctr-test-a pyctr-test-b; do
     id "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$u"
-    for f in /etc/subuid /etc/subgid; do
-        grep -q "^$u:" "$f" 2>/dev/null || {
-            last=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f" 2>/dev/null || echo 100000)
-            echo "$u:$last:65536" >> "$f"
-        }
-    done
+    ensure_subids "$u"
 done
 echo 'pyctr-test-a:pyctr-test-a-pw' | chpasswd
 
