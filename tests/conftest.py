@@ -11,12 +11,13 @@ import os
 import pwd
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pytest
+
+from waiting import wait_until  # noqa: F401 - fixtures and tests import it from here too
 
 TEST_ROOT = Path(os.environ.get("PYCTR_TEST_ROOT", "/var/lib/pyctr-test"))
 PREFIX = Path(os.environ.get("PYCTR_PREFIX", "/opt/pyctr"))
@@ -26,19 +27,6 @@ HELPER_PATTERN = r"bin/pyctr-helper( |$)"
 REPO = Path(__file__).resolve().parent.parent
 TEST_RULES = Path("/etc/polkit-1/rules.d/10-pyctr-test.rules")
 USERS = ("pyctr-test-a", "pyctr-test-b")
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,
-               what: str = "condition") -> object:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 from dataclasses import dataclass
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -18,22 +17,13 @@ from pyctr_helper.cgroup_service import CgroupService
 from pyctr_helper.cgroup_tree import detect, owner_of
 from pyctr_helper.config import Limits
 from pyctr_helper.lifetime import ExitWatcher
+from waiting import wait_until
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition",
              spin: Callable[[], None] | None = None) -> object:
-    """Poll until `predicate` is truthy (running `spin` between polls); fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        if spin is not None:
-            spin()
-        else:
-            time.sleep(0.05)
+    """wait_until, kept under the name these tests use."""
+    return wait_until(predicate, timeout, what, spin=spin)
 
 
 def controllers_of(d: Path) -> set[str]:

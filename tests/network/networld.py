@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from waiting import wait_until
+
 HERE = Path(__file__).resolve().parent
 PYTHON = "/opt/pyctr/bin/python"
 PYCTR = "/opt/pyctr/bin/pyctr"
@@ -46,15 +48,8 @@ PEER = f"{LOADER} /usr/bin/python3 /t/peer.py"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
-    """Poll until `predicate` returns something truthy (the root conftest's wait_until)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    """wait_until with the longer default these multi-process network checks need."""
+    return wait_until(predicate, timeout, what)
 
 
 def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:

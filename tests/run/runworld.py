@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from waiting import wait_until as wait_for  # noqa: F401 - the run tests import it from here
 
 PYCTR = str(Path(os.environ.get("PYCTR_PREFIX", "/opt/pyctr")) / "bin" / "pyctr")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
