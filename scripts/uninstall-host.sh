@@ -15,6 +15,10 @@ if have_systemd; then systemctl disable --now pyctr-helper.service 2>/dev/null |
 rm -f $PYCTR_BIN_LINKS "$PYCTR_BUS_POLICY" "$PYCTR_BUS_ACTIVATION" "$PYCTR_SYSTEMD_UNIT" \
       "$PYCTR_POLKIT_ACTIONS" "$PYCTR_POLKIT_GROUP_RULE"
 rm -rf "$PYCTR_PREFIX" "$PYCTR_CONFIG_DIR" "$PYCTR_STATE_DIR" "$PYCTR_LOG_DIR"
+# The helper keeps an empty pyctr/ parent at each cgroup hierarchy's root between containers.
+for d in /sys/fs/cgroup/pyctr /sys/fs/cgroup/*/pyctr; do
+    [ -d "$d" ] && rmdir "$d" 2>/dev/null || true
+done
 getent group "$PYCTR_GROUP" >/dev/null && groupdel "$PYCTR_GROUP" || true
 if system_bus_alive; then
     dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig || true
