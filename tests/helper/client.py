@@ -69,21 +69,27 @@ def _open(spec):
     raise SystemExit(f"unknown fd spec {spec}")
 
 
-async def call(spec):
+async def _send(bus, spec, default_timeout: float) -> dict:
+    """Send the call `spec` describes, with fds it opens and always closes; the reply as JSON."""
     fds = [_open(f) for f in spec.get("fds", [])]
-    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
     flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if spec.get("interactive") else MessageFlag.NONE
     msg = Message(destination=pyctr_bus.BUS_NAME, path=spec.get("path", pyctr_bus.OBJECT_PATH),
                   interface=spec.get("interface", pyctr_bus.NETWORK_INTERFACE),
                   member=spec["member"], signature=spec.get("signature", ""),
                   body=_decode(spec.get("body", [])), unix_fds=fds, flags=flags)
-    reply = await asyncio.wait_for(bus.call(msg), spec.get("timeout", 60))
-    for fd in fds:
-        os.close(fd)
+    try:
+        reply = await asyncio.wait_for(bus.call(msg), spec.get("timeout", default_timeout))
+    finally:
+        for fd in fds:
+            os.close(fd)
     if reply.message_type == MessageType.ERROR:
-        out = {"error": reply.error_name, "message": reply.body[0] if reply.body else ""}
-    else:
-        out = {"body": _encode(reply.body)}
+        return {"error": reply.error_name, "message": reply.body[0] if reply.body else ""}
+    return {"body": _encode(reply.body)}
+
+
+async def call(spec):
+    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+    out = await _send(bus, spec, 60)
     if spec.get("hold"):
         # keep the connection open until stdin closes (for bus-disconnect tests)
         print(json.dumps(out), flush=True)
@@ -155,21 +161,7 @@ async def burst(spec):
     bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
 
     async def one():
-        fds = [_open(f) for f in spec.get("fds", [])]
-        msg = Message(destination=pyctr_bus.BUS_NAME, path=pyctr_bus.OBJECT_PATH,
-                      interface=spec.get("interface", pyctr_bus.NETWORK_INTERFACE),
-                      member=spec["member"], signature=spec.get("signature", ""),
-                      body=_decode(spec.get("body", [])), unix_fds=fds)
-        try:
-            reply = await asyncio.wait_for(bus.call(msg), spec.get("timeout", 120))
-        finally:
-            for fd in fds:
-                os.close(fd)
-        if reply.message_type == MessageType.ERROR:
-            out = {"error": reply.error_name, "message": reply.body[0] if reply.body else ""}
-        else:
-            out = {"body": _encode(reply.body)}
-        print(json.dumps(out), flush=True)
+        print(json.dumps(await _send(bus, spec, 120)), flush=True)
 
     await asyncio.gather(*(one() for _ in range(spec["count"])))
     bus.disconnect()
